@@ -1,0 +1,1 @@
+"""Measurements that answer the exercise questions (sizes, parameters, FLOPs, memory)."""

@@ -1,0 +1,154 @@
+"""Where the IDX files of a dataset come from, in the order DESIGN.md fixes:
+
+1. ``dataset.root`` (also ``root/<name>`` and torchvision's ``root/<Class>/raw`` layout);
+2. the offline copies of these machines: Debian's ``dataset-fashion-mnist`` package for
+   Fashion-MNIST, ``shared/data/mnist`` beside the checkout for MNIST;
+3. torchvision's download into ``dataset.root`` (needs internet).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cnnlab.data.idx import read_idx
+from cnnlab.resolvers import project_root
+
+SPLIT_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+SPLIT_SIZES = {"train": 60_000, "test": 10_000}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    torchvision_class: str
+    classes: tuple[str, ...]
+    offline_dirs: tuple[Path, ...]
+    install_hint: str
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "fashion_mnist": DatasetSpec(
+        name="fashion_mnist",
+        torchvision_class="FashionMNIST",
+        classes=(
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        offline_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
+        install_hint="sudo apt-get install dataset-fashion-mnist  (Debian/Ubuntu; or `make data`)",
+    ),
+    "mnist": DatasetSpec(
+        name="mnist",
+        torchvision_class="MNIST",
+        classes=tuple(str(d) for d in range(10)),
+        offline_dirs=(project_root().parent / "shared" / "data" / "mnist",),
+        install_hint="copy the four MNIST IDX .gz files into the folder",
+    ),
+}
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """None of the data sources has the dataset."""
+
+
+def get_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / f"{stem}.gz", folder / stem):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _has_all_files(folder: Path) -> bool:
+    return all(_find_file(folder, stem) for pair in SPLIT_FILES.values() for stem in pair)
+
+
+def candidate_dirs(spec: DatasetSpec, root: str | Path | None) -> list[Path]:
+    dirs: list[Path] = []
+    if root:
+        root = Path(root).expanduser()
+        dirs += [root, root / spec.name, root / spec.torchvision_class / "raw"]
+    return dirs + list(spec.offline_dirs)
+
+
+def locate(name: str, root: str | Path | None, download: bool = True) -> Path:
+    """The folder holding the dataset's four IDX files; downloads into ``root`` as a last resort."""
+    spec = get_spec(name)
+    searched = candidate_dirs(spec, root)
+    for folder in searched:
+        if _has_all_files(folder):
+            return folder
+    download_error = "no dataset.root set"
+    if download and root:
+        try:
+            import torchvision.datasets as tvd
+
+            getattr(tvd, spec.torchvision_class)(str(root), train=True, download=True)
+            getattr(tvd, spec.torchvision_class)(str(root), train=False, download=True)
+            folder = Path(root) / spec.torchvision_class / "raw"
+            if _has_all_files(folder):
+                return folder
+            download_error = f"torchvision downloaded nothing usable into {folder}"
+        except Exception as err:  # noqa: BLE001 - any failure here means "no internet" to the user
+            download_error = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+    raise DatasetNotFoundError(
+        f"Dataset '{name}' not found. Looked in: {', '.join(str(d) for d in searched)}; "
+        f"the torchvision download failed ({download_error}). Get it one of three ways: "
+        f"(1) put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+        f"t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into dataset.root={root}; "
+        f"(2) {spec.install_hint} -> {spec.offline_dirs[0]}; "
+        f"(3) run once with internet access so torchvision downloads it into dataset.root."
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _load_split_cached(folder: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    image_stem, label_stem = SPLIT_FILES[split]
+    image_path = _find_file(Path(folder), image_stem)
+    label_path = _find_file(Path(folder), label_stem)
+    images = read_idx(image_path, expected_ndim=3)
+    labels = read_idx(label_path, expected_ndim=1).long()
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"{image_path} has {images.shape[0]:,} images but {label_path} has "
+            f"{labels.shape[0]:,} labels; the two files belong to different sets"
+        )
+    if images.shape[0] != SPLIT_SIZES[split] or tuple(images.shape[1:]) != (28, 28):
+        raise ValueError(
+            f"{image_path}: expected {SPLIT_SIZES[split]:,} images of 28x28 for the {split} "
+            f"split, found {tuple(images.shape)}"
+        )
+    return images, labels
+
+
+def load_split(name: str, root: str | Path | None, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 [N, 28, 28], labels int64 [N]) of one split, validated. Cached per process,
+    so a sweep or a test session decompresses each file once."""
+    folder = locate(name, root)
+    images, labels = _load_split_cached(str(folder), split)
+    num_classes = len(get_spec(name).classes)
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(
+            f"{name} {split} labels in {folder} fall outside 0..{num_classes - 1}: corrupted file?"
+        )
+    return images, labels

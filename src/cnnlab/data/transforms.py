@@ -1,0 +1,52 @@
+"""Per-batch transforms run on the training device: uint8 -> float, augment, resize, normalise.
+
+They replace torchvision's per-sample ``ToTensor``/``Resize`` with one tensor op per batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def augment_uint8(images: torch.Tensor, params: torch.Tensor, shift: int) -> torch.Tensor:
+    """Flip and shift-crop a uint8 batch [N, H, W] with per-sample ``params`` [N, 3] =
+    (flip, row offset, column offset), drawn by the loader. Zero padding of ``shift`` pixels."""
+    flip = params[:, 0].bool()
+    images = torch.where(flip[:, None, None], images.flip(-1), images)
+    if shift == 0:
+        return images
+    n, h, w = images.shape
+    padded = F.pad(images, (shift, shift, shift, shift))
+    rows = params[:, 1, None] + torch.arange(h, device=images.device)  # [N, H]
+    cols = params[:, 2, None] + torch.arange(w, device=images.device)  # [N, W]
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    return padded[batch, rows[:, :, None], cols[:, None, :]]
+
+
+def to_model_input(
+    images: torch.Tensor,
+    image_size: int,
+    mean: float | None = None,
+    std: float | None = None,
+    channels: int = 1,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """uint8 [N, H, W] -> float [N, C, S, S] in [0, 1], resized to ``image_size`` (bilinear, as
+    torchvision's Resize), then normalised when ``mean``/``std`` are given."""
+    x = images.unsqueeze(1).float().div_(255.0)
+    if x.shape[-1] != image_size or x.shape[-2] != image_size:
+        x = F.interpolate(
+            x,
+            size=(image_size, image_size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=image_size < images.shape[-1],
+        )
+    if mean is not None and std is not None:
+        x = x.sub_(mean).div_(std)
+    if channels > 1:  # grey images fed to an RGB-configured model
+        x = x.expand(-1, channels, -1, -1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x

@@ -1,0 +1,153 @@
+"""LitClassifier: the one training loop for every architecture.
+
+It owns the loss (cross-entropy with label smoothing, plus auxiliary-head losses for GoogLeNet),
+the metrics, the optimizer and scheduler built from config, and what goes to TensorBoard. The
+model it wraps is a plain ``nn.Module`` that knows nothing of any of this.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+# ModuleDict keys must not shadow nn.Module attributes ("train"), hence the trailing underscore.
+STAGES = ("train_", "val_", "test_")
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, step: int, loss: float) -> None:
+        super().__init__(f"training loss became {loss} at epoch {epoch}, step {step}")
+        self.epoch, self.step, self.loss = epoch, step, loss
+
+
+class LitClassifier(L.LightningModule):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        num_classes: int = 10,
+        label_smoothing: float = 0.0,
+        aux_weight: float = 0.3,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.label_smoothing, self.aux_weight = label_smoothing, aux_weight
+        # One metric object per stage: torchmetrics syncs them across DDP ranks at compute().
+        self.acc = nn.ModuleDict(
+            {s: MulticlassAccuracy(num_classes, average="micro") for s in STAGES}
+        )
+        self.mean_loss = nn.ModuleDict({s: MeanMetric() for s in STAGES})
+        self.best_val_acc = 0.0
+        self.history: dict[str, list[float]] = {}
+        self._train_images = 0
+        self._train_seconds = 0.0
+        self._epoch_start = self._last_batch_end = 0.0
+        self._epoch_images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # --- one step
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+
+    def training_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
+    ) -> torch.Tensor:
+        x, y = batch
+        out = self.model(x)
+        if isinstance(out, tuple):  # auxiliary classifiers (GoogLeNet): extra weighted losses
+            logits, aux_logits = out
+            loss = self._loss(logits, y) + sum(
+                self.aux_weight * self._loss(a, y) for a in aux_logits
+            )
+        else:
+            logits, loss = out, self._loss(out, y)
+        if not math.isfinite(loss.item()):
+            raise DivergedError(self.current_epoch, self.global_step, loss.item())
+        self._update("train", logits.detach(), y, loss.detach())
+        return loss
+
+    def on_train_batch_end(self, outputs: object, batch: tuple, batch_idx: int) -> None:
+        # Counted here, not in training_step: L-BFGS runs the step several times per batch.
+        self._epoch_images += batch[1].shape[0]
+        self._last_batch_end = time.perf_counter()
+
+    def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        logits = self.model(x)
+        self._update(stage, logits, y, self._loss(logits, y))
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def _update(
+        self, stage: str, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor
+    ) -> None:
+        self.acc[f"{stage}_"].update(logits, y)
+        self.mean_loss[f"{stage}_"].update(loss, weight=y.shape[0])
+
+    # --- epoch ends: compute, log, remember
+    def _finish(self, stage: str) -> dict[str, float]:
+        values = {
+            f"{stage}/loss": float(self.mean_loss[f"{stage}_"].compute()),
+            f"{stage}/acc": float(self.acc[f"{stage}_"].compute()),
+        }
+        self.mean_loss[f"{stage}_"].reset()
+        self.acc[f"{stage}_"].reset()
+        self.log_dict(values, sync_dist=False)  # already synchronised by torchmetrics
+        for key, value in values.items():
+            self.history.setdefault(key, []).append(value)
+        return values
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_images = 0
+        self._epoch_start = self._last_batch_end = time.perf_counter()
+
+    def on_train_epoch_end(self) -> None:
+        # Up to the last training batch only: validation runs inside the epoch in Lightning 2.
+        seconds = self._last_batch_end - self._epoch_start
+        self._train_seconds += seconds
+        # All ranks see the same number of images; the global rate is that times world size.
+        images = self._epoch_images * self.trainer.world_size
+        self._train_images += images
+        self.log("train/images_per_s", images / max(seconds, 1e-9))
+        self._finish("train")
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        values = self._finish("val")
+        self.best_val_acc = max(self.best_val_acc, values["val/acc"])
+        self.log("hp_metric", self.best_val_acc)
+
+    def on_test_epoch_end(self) -> None:
+        self._finish("test")
+
+    @property
+    def train_images_per_s(self) -> float:
+        return self._train_images / self._train_seconds if self._train_seconds else 0.0
+
+    # --- optimisation
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict:
+        optimizer = self.optimizer_factory(self.model.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
