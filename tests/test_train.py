@@ -1,0 +1,118 @@
+"""The runner end to end on tiny real-data runs: results.json, logs, errors, optimizers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.errors import ConfigError
+from cnnlab.lit import LitClassifier
+from cnnlab.train import run
+
+RESULT_KEYS = {
+    "status", "test_acc", "test_loss", "val_acc", "train_loss", "train_acc", "epochs_completed",
+    "params", "train_images_per_s", "wall_s", "device", "overrides", "config",
+}
+
+
+def test_fast_dev_run_through_compose(make_cfg) -> None:
+    results = run(make_cfg("++trainer.fast_dev_run=true"))
+    assert results["status"] == "ok"
+    assert results["params"] == 61_706
+
+
+def test_short_real_run_learns_and_writes_results(make_cfg) -> None:
+    cfg = make_cfg(
+        "ablation=[relu,max_pool]", "optimizer.lr=0.1", "dataset.train_subset=10000",
+        "dataset.batch_size=64",
+    )
+    results = run(cfg)
+    assert results["test_acc"] > 0.6, results["test_acc"]  # chance is 0.1
+    assert results["val_acc"] > 0.6
+
+    run_dir = Path(cfg.paths.output_dir)
+    written = json.loads((run_dir / "results.json").read_text())
+    assert RESULT_KEYS <= set(written)
+    assert written["status"] == "ok" and written["epochs_completed"] == 1
+    assert written["test_acc"] == pytest.approx(results["test_acc"])
+    assert 0 < written["train_loss"] < 2.3 and 0 < written["test_loss"] < 2.3
+    assert written["train_images_per_s"] > 0 and written["wall_s"] > 0
+    assert "cores" in written["device"] or "NVIDIA" in written["device"]
+    assert written["config"]["model"]["activation"] == "relu"
+    assert written["config"]["dataset"]["train_subset"] == 10000
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_lbfgs_runs_through_lightning_closure(make_cfg) -> None:
+    results = run(make_cfg("optimizer=lbfgs", "++trainer.limit_train_batches=3",
+                           "ablation=[relu]", "test=false"))
+    assert results["status"] == "ok"
+    assert results["train_loss"] is not None and results["train_loss"] < 2.5
+
+
+def test_divergence_is_recorded_not_raised(make_cfg) -> None:
+    results = run(make_cfg("ablation=[relu]", "optimizer.lr=1e8"))
+    assert results["status"] == "diverged"
+    assert results["diverged_epoch"] == 0 and results["test_acc"] is None
+
+
+def test_image_size_below_minimum_names_it(make_cfg) -> None:
+    with pytest.raises(ConfigError, match=r"smallest input this model accepts is 12x12"):
+        run(make_cfg("dataset.image_size=8"))
+
+
+@pytest.mark.parametrize("lr", ["-0.1", "0"])
+def test_bad_learning_rate(make_cfg, lr: str) -> None:
+    with pytest.raises(ConfigError, match="optimizer.lr must be a positive number"):
+        run(make_cfg(f"optimizer.lr={lr}"))
+
+
+def test_aux_losses_are_added_in_training() -> None:
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.main, self.aux = nn.Linear(4, 3), nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor):
+            return (self.main(x), [self.aux(x)]) if self.training else self.main(x)
+
+    net = TwoHeads()
+    lit = LitClassifier(net, torch.optim.SGD, num_classes=3, aux_weight=0.3)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    loss = lit.training_step((x, y), 0)
+    expected = F.cross_entropy(net.main(x), y) + 0.3 * F.cross_entropy(net.aux(x), y)
+    assert torch.allclose(loss, expected)
+
+
+def test_console_script_end_to_end(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("cnnlab-train")
+    command = [
+        str(exe), "dataset.train_subset=1000", "dataset.val_size=500", "dataset.test_subset=500",
+        "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["overrides"][0] == "dataset.train_subset=1000"
+    assert str(tmp_path / "results.json") in done.stdout.replace("\n", "")
+    assert "tensorboard --logdir" in done.stdout
+
+
+def test_console_script_user_error_is_one_paragraph(tmp_path: Path) -> None:
+    exe = Path(sys.executable).with_name("cnnlab-train")
+    done = subprocess.run([str(exe), "dataset.image_size=4", f"hydra.run.dir={tmp_path}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "smallest input this model accepts is 12x12" in done.stdout
+    assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
