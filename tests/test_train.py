@@ -47,6 +47,7 @@ def test_short_real_run_learns_and_writes_results(make_cfg) -> None:
     assert written["train_images_per_s"] > 0 and written["wall_s"] > 0
     assert "cores" in written["device"] or "NVIDIA" in written["device"]
     assert written["config"]["model"]["activation"] == "relu"
+    assert written["peak_memory_mb"] > 50  # the process holds at least the dataset
     assert written["config"]["dataset"]["train_subset"] == 10000
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()

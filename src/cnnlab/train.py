@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnlab import resolvers
 from cnnlab.analysis.min_size import forward_error, min_input_size
+from cnnlab.callbacks import diagnostic_callbacks
 from cnnlab.data import DatasetNotFoundError, IDXFormatError
 from cnnlab.errors import ConfigError
 from cnnlab.lit import DivergedError, LitClassifier
@@ -103,6 +104,7 @@ def make_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
     ]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar(leave=True))
+    callbacks += diagnostic_callbacks(cfg.get("diagnostics"))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     return L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
@@ -174,6 +176,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         overrides=hydra_overrides(),
         config=OmegaConf.to_container(cfg, resolve=True),
     )
+    for callback in trainer.callbacks:
+        if hasattr(callback, "results_extras"):
+            results.update(callback.results_extras())
     if trainer.is_global_zero:
         path = write_results(run_dir, results)
         _print_summary(results, path)
