@@ -1,0 +1,294 @@
+"""``make bench`` / ``python -m cnnlab.bench``: cnnlab's training throughput against the loop
+every student writes, on the same machine, model, batch size and number of steps.
+
+(a) reference: torchvision ``FashionMNIST`` + per-sample ``Resize``/``ToTensor`` +
+    ``DataLoader(shuffle=True, num_workers=2)`` + a plain PyTorch SGD step;
+(b) the same plain loop over cnnlab's data path (uint8 tensor, index slicing, per-batch
+    transforms on the training device, channels_last);
+(c) cnnlab's full runner (``cnnlab.train.run``: Lightning Trainer, TensorBoard logging on).
+
+The three run interleaved, ``repeats`` times; the medians are reported. Also measured: the time
+from starting ``cnnlab-train`` to its first training step. Results go to ``bench.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.data.sources import SPLIT_FILES, locate
+from cnnlab.resolvers import project_root
+from cnnlab.runinfo import device_description
+
+WARMUP_STEPS = 3
+
+# Model config and course image size of each benchmark case.
+CASES: dict[str, tuple[str, int]] = {
+    "lenet": ("lenet", 28),
+    "alexnet": ("alexnet", 224),
+    "vgg11": ("vgg11", 224),
+    "resnet18": ("resnet18", 96),
+}
+
+
+def torchvision_root(cache: Path) -> Path:
+    """A torchvision-layout copy (``FashionMNIST/raw``, uncompressed) of the offline files, so
+    the reference loop reads exactly what a student's ``FashionMNIST(root)`` reads."""
+    raw = cache / "FashionMNIST" / "raw"
+    source = locate("fashion_mnist", project_root() / "data")
+    raw.mkdir(parents=True, exist_ok=True)
+    for stem in (s for pair in SPLIT_FILES.values() for s in pair):
+        target = raw / stem
+        if target.exists():
+            continue
+        gz, plain = source / f"{stem}.gz", source / stem
+        if gz.exists():
+            with gzip.open(gz) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            shutil.copyfile(plain, target)
+    return cache
+
+
+def compose(
+    model: str, image_size: int, batch_size: int, steps: int | None, out: Path, extra: list[str]
+) -> Any:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    overrides = [
+        f"model={model}",
+        f"dataset.image_size={image_size}",
+        f"dataset.batch_size={batch_size}",
+        "dataset.val_size=0",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "test=false",
+        *extra,
+    ]
+    if steps:
+        overrides.append(f"++trainer.limit_train_batches={steps}")
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(project_root() / "conf"), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+    return cfg
+
+
+def _sgd_steps(model, optimizer, batches, device: torch.device, steps: int | None) -> float:
+    """Images per second of a plain PyTorch loop over ``batches`` ((x, y) pairs), from the start
+    of the iteration (first batch fetch included, as in a real epoch) to the last step."""
+    model.train()
+    images = 0
+    start = time.perf_counter()
+    for i, (x, y) in enumerate(batches):
+        if steps is not None and i >= steps:
+            break
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        images += y.shape[0]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return images / (time.perf_counter() - start)
+
+
+def reference_loop(cfg: Any, tv_root: Path, device: torch.device, steps: int | None) -> float:
+    """(a) The course's loop: per-sample PIL transforms, collate, worker processes."""
+    import torchvision
+    from hydra.utils import instantiate
+    from torchvision import transforms
+
+    size = cfg.dataset.image_size
+    steps_list = ([transforms.Resize(size)] if size != 28 else []) + [transforms.ToTensor()]
+    dataset = torchvision.datasets.FashionMNIST(
+        str(tv_root), train=True, download=False, transform=transforms.Compose(steps_list)
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.dataset.batch_size, shuffle=True, num_workers=2
+    )
+    model = instantiate(cfg.model).to(device)
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    return _sgd_steps(model, optimizer, loader, device, steps)
+
+
+def cnnlab_data_loop(cfg: Any, device: torch.device, steps: int | None) -> float:
+    """(b) The same plain loop over cnnlab's data path (no Lightning)."""
+    from hydra.utils import instantiate
+
+    datamodule = instantiate(cfg.dataset)
+    datamodule.setup()
+    images, labels = datamodule.splits["train"]
+    datamodule.splits["train"] = (images.to(device), labels.to(device))
+    loader = datamodule.train_dataloader()
+    batches = (datamodule.on_after_batch_transfer(b, 0) for b in loader)
+    model = instantiate(cfg.model).to(device)
+    if cfg.get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    return _sgd_steps(model, optimizer, batches, device, steps)
+
+
+def runner(cfg: Any) -> float:
+    """(c) cnnlab's full runner: Lightning Trainer, logging on, checkpoints."""
+    from cnnlab.train import run
+
+    return float(run(cfg)["train_images_per_s"])
+
+
+def startup_seconds(out: Path) -> float | None:
+    """Seconds from launching ``cnnlab-train`` to its first training step (``startup_s`` in the
+    run's results.json)."""
+    exe = Path(sys.executable).with_name("cnnlab-train")
+    command = [
+        str(exe),
+        "trainer.max_epochs=1",
+        "++trainer.limit_train_batches=2",
+        "test=false",
+        "dataset.val_size=0",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={out}",
+    ]
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    return json.loads((out / "results.json").read_text()).get("startup_s")
+
+
+def bench_case(
+    name: str,
+    batch_size: int,
+    steps: int | None,
+    repeats: int,
+    device: torch.device,
+    tv_root: Path,
+    work: Path,
+) -> dict[str, Any]:
+    model, size = CASES[name]
+    rates: dict[str, list[float]] = {"reference": [], "cnnlab_data": [], "runner": []}
+    for r in range(repeats):  # interleaved: a slow phase of the machine hits all three alike
+        cfg = compose(model, size, batch_size, steps, work / f"{name}-{r}", [])
+        rates["reference"].append(reference_loop(cfg, tv_root, device, steps))
+        rates["cnnlab_data"].append(cnnlab_data_loop(cfg, device, steps))
+        rates["runner"].append(runner(cfg))
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    return {
+        "model": model,
+        "image_size": size,
+        "batch_size": batch_size,
+        "steps": steps or "one epoch",
+        "repeats": repeats,
+        "images_per_s": {k: round(v, 1) for k, v in median.items()},
+        "all_runs": {k: [round(x, 1) for x in v] for k, v in rates.items()},
+        "data_path_speedup_b_over_a": round(median["cnnlab_data"] / median["reference"], 2),
+        "runner_speedup_c_over_a": round(median["runner"] / median["reference"], 2),
+        "framework_overhead_pct": round(100 * (1 - median["runner"] / median["cnnlab_data"]), 1),
+    }
+
+
+def print_table(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"cnnlab-bench on {report['device']}")
+    for column in (
+        "model",
+        "size",
+        "batch",
+        "(a) reference",
+        "(b) cnnlab data",
+        "(c) runner",
+        "b/a",
+        "c/a",
+        "c vs b overhead",
+    ):
+        table.add_column(column, justify="right")
+    for case in report["cases"]:
+        ips = case["images_per_s"]
+        table.add_row(
+            case["model"],
+            str(case["image_size"]),
+            str(case["batch_size"]),
+            f"{ips['reference']:,.0f}/s",
+            f"{ips['cnnlab_data']:,.0f}/s",
+            f"{ips['runner']:,.0f}/s",
+            f"{case['data_path_speedup_b_over_a']:.2f}x",
+            f"{case['runner_speedup_c_over_a']:.2f}x",
+            f"{case['framework_overhead_pct']:+.1f}%",
+        )
+    console = Console()
+    console.print(table)
+    if report.get("startup_s") is not None:
+        console.print(f"cnnlab-train start to first training step: {report['startup_s']:.2f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m cnnlab.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=list(CASES),
+        default=None,
+        help="default: lenet on CPU; lenet alexnet vgg11 resnet18 on a GPU",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="default: 256 for LeNet, 128 for the others"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps per measurement (default: one full epoch)",
+    )
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-startup", action="store_true", help="skip the start-up timing")
+    parser.add_argument("--out", type=Path, default=project_root() / "outputs" / "bench")
+    args = parser.parse_args(argv)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    models = args.models or (["lenet"] if device.type == "cpu" else list(CASES))
+    args.out.mkdir(parents=True, exist_ok=True)
+    tv_root = torchvision_root(project_root() / "data" / "torchvision")
+    report: dict[str, Any] = {
+        "device": device_description(device),
+        "torch": torch.__version__,
+        "cases": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
+        work = Path(tmp)
+        for name in models:
+            batch = args.batch_size or (256 if name == "lenet" else 128)
+            report["cases"].append(
+                bench_case(name, batch, args.steps, args.repeats, device, tv_root, work)
+            )
+        if not args.no_startup:
+            report["startup_s"] = startup_seconds(work / "startup")
+    path = args.out / "bench.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+    print(f"written: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The benchmark script runs end to end on a tiny setting and reports every figure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cnnlab import bench
+
+
+def test_bench_runs_and_reports(tmp_path: Path) -> None:
+    assert (
+        bench.main(
+            [
+                "--steps",
+                "3",
+                "--repeats",
+                "1",
+                "--no-startup",
+                "--batch-size",
+                "64",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert "cores" in report["device"] or "NVIDIA" in report["device"]
+    (case,) = report["cases"]
+    assert (case["model"], case["image_size"], case["batch_size"], case["steps"]) == (
+        "lenet",
+        28,
+        64,
+        3,
+    )
+    assert all(rate > 0 for rate in case["images_per_s"].values())
+    assert set(case["images_per_s"]) == {"reference", "cnnlab_data", "runner"}
+    expected = case["images_per_s"]["cnnlab_data"] / case["images_per_s"]["reference"]
+    assert abs(case["data_path_speedup_b_over_a"] - expected) < 0.01
+
+
+def test_startup_is_recorded_by_the_runner(make_cfg) -> None:
+    from cnnlab.train import run
+
+    results = run(make_cfg("++trainer.limit_train_batches=2", "test=false"))
+    assert results["startup_s"] > 0
