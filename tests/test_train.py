@@ -18,8 +18,19 @@ from cnnlab.lit import LitClassifier
 from cnnlab.train import run
 
 RESULT_KEYS = {
-    "status", "test_acc", "test_loss", "val_acc", "train_loss", "train_acc", "epochs_completed",
-    "params", "train_images_per_s", "wall_s", "device", "overrides", "config",
+    "status",
+    "test_acc",
+    "test_loss",
+    "val_acc",
+    "train_loss",
+    "train_acc",
+    "epochs_completed",
+    "params",
+    "train_images_per_s",
+    "wall_s",
+    "device",
+    "overrides",
+    "config",
 }
 
 
@@ -31,7 +42,9 @@ def test_fast_dev_run_through_compose(make_cfg) -> None:
 
 def test_short_real_run_learns_and_writes_results(make_cfg) -> None:
     cfg = make_cfg(
-        "ablation=[relu,max_pool]", "optimizer.lr=0.1", "dataset.train_subset=10000",
+        "ablation=[relu,max_pool]",
+        "optimizer.lr=0.1",
+        "dataset.train_subset=10000",
         "dataset.batch_size=64",
     )
     results = run(cfg)
@@ -54,8 +67,11 @@ def test_short_real_run_learns_and_writes_results(make_cfg) -> None:
 
 
 def test_lbfgs_runs_through_lightning_closure(make_cfg) -> None:
-    results = run(make_cfg("optimizer=lbfgs", "++trainer.limit_train_batches=3",
-                           "ablation=[relu]", "test=false"))
+    results = run(
+        make_cfg(
+            "optimizer=lbfgs", "++trainer.limit_train_batches=3", "ablation=[relu]", "test=false"
+        )
+    )
     assert results["status"] == "ok"
     assert results["train_loss"] is not None and results["train_loss"] < 2.5
 
@@ -97,11 +113,21 @@ def test_aux_losses_are_added_in_training() -> None:
 def test_console_script_end_to_end(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("cnnlab-train")
     command = [
-        str(exe), "dataset.train_subset=1000", "dataset.val_size=500", "dataset.test_subset=500",
-        "trainer.max_epochs=1", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}",
+        str(exe),
+        "dataset.train_subset=1000",
+        "dataset.val_size=500",
+        "dataset.test_subset=500",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={tmp_path}",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["overrides"][0] == "dataset.train_subset=1000"
@@ -111,9 +137,33 @@ def test_console_script_end_to_end(tmp_path: Path) -> None:
 
 def test_console_script_user_error_is_one_paragraph(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("cnnlab-train")
-    done = subprocess.run([str(exe), "dataset.image_size=4", f"hydra.run.dir={tmp_path}"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [str(exe), "dataset.image_size=4", f"hydra.run.dir={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1
     assert "Traceback" not in done.stdout + done.stderr
     assert "smallest input this model accepts is 12x12" in done.stdout
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "failed"
+
+
+def test_divergence_flag_read_every_n_steps_keeps_the_first_bad_step() -> None:
+    from cnnlab.lit import DivergedError
+
+    lit = LitClassifier(nn.Linear(4, 3), torch.optim.SGD, num_classes=3, divergence_check_every=5)
+    losses = [1.0, 1.0, float("nan"), 2.0, float("inf")]
+    with pytest.raises(DivergedError) as info:
+        for step, value in enumerate(losses):
+            lit._check_finite(torch.tensor(value), step, 100 + step)  # read at the 5th step only
+        raise AssertionError("not raised")
+    assert step == 4  # noticed at the read, not before
+    assert info.value.step == 102  # but the first bad step is the one reported
+
+
+def test_finite_losses_never_raise() -> None:
+    lit = LitClassifier(nn.Linear(4, 3), torch.optim.SGD, num_classes=3, divergence_check_every=2)
+    for step in range(6):
+        lit._check_finite(torch.tensor(0.5), step, step)
+    assert int(lit._first_bad_step) == -1
