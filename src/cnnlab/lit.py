@@ -125,8 +125,13 @@ class LitClassifier(L.LightningModule):
             self._raise_if_diverged()
 
     def _raise_if_diverged(self) -> None:
-        if self._first_bad_step is not None and int(self._first_bad_step) >= 0:
-            raise DivergedError(self.current_epoch, int(self._first_bad_step), float("nan"))
+        step = int(self._first_bad_step) if self._first_bad_step is not None else -1
+        diverged = step >= 0
+        if self._trainer is not None and self.trainer.world_size > 1:
+            # Every rank must stop together, or the healthy ones wait for the stopped one forever.
+            diverged = self.trainer.strategy.reduce_boolean_decision(diverged, all=False)
+        if diverged:
+            raise DivergedError(self.current_epoch, step, float("nan"))
 
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
@@ -156,7 +161,8 @@ class LitClassifier(L.LightningModule):
         }
         for metric in (self.loss_sum, self.count, self.acc):
             metric[f"{stage}_"].reset()
-        self.log_dict(values, sync_dist=False)  # already synchronised by torchmetrics
+        # Equal on every rank already (torchmetrics synchronised them); sync_dist tells Lightning.
+        self.log_dict(values, sync_dist=True)
         for key, value in values.items():
             self.history.setdefault(key, []).append(value)
         return values
@@ -173,7 +179,7 @@ class LitClassifier(L.LightningModule):
         # All ranks see the same number of images; the global rate is that times world size.
         images = self._epoch_images * self.trainer.world_size
         self._train_images += images
-        self.log("train/images_per_s", images / max(seconds, 1e-9))
+        self.log("train/images_per_s", images / max(seconds, 1e-9), sync_dist=True)
         self._finish("train")
 
     def on_validation_epoch_end(self) -> None:
@@ -181,7 +187,7 @@ class LitClassifier(L.LightningModule):
             return
         values = self._finish("val")
         self.best_val_acc = max(self.best_val_acc, values["val/acc"])
-        self.log("hp_metric", self.best_val_acc)
+        self.log("hp_metric", self.best_val_acc, sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         self._finish("test")
