@@ -7,9 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, open_dict
+from torch import nn
 
 from cnnlab.resolvers import project_root
 
@@ -44,3 +46,14 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
         return compose_config((TINY if tiny else []) + list(overrides), tmp_path / "run")
 
     return make
+
+
+def randomise_batch_norm(model: nn.Module) -> None:
+    """Fresh BNs are the identity in eval mode (mean 0, var 1, weight 1, bias 0); make them not."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0.0, 0.2)

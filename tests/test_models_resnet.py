@@ -11,6 +11,7 @@ from torch import nn
 
 from cnnlab.models import resnet
 from cnnlab.models.resnet import RESNET_TABLE, Bottleneck, Residual, ResNet
+from conftest import randomise_batch_norm
 
 IMAGENET = {"in_channels": 3, "num_classes": 1000}
 
@@ -39,17 +40,6 @@ def torchvision_to_ours(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
         key = re.sub(r"^fc\.", "head.fc.", key)
         renamed[key] = value.clone()
     return renamed
-
-
-def randomise_batch_norm(model: nn.Module) -> None:
-    """Fresh BNs are the identity in eval mode (mean 0, var 1, weight 1, bias 0); make them not."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0.0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.2)
 
 
 def _forward_backward(model: nn.Module, size: int, batch: int = 2) -> torch.Tensor:

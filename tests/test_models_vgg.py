@@ -9,6 +9,7 @@ from torch import nn
 
 from cnnlab.models import vgg
 from cnnlab.models.vgg import VGG, VGG_CONFIGS, vgg_block
+from conftest import randomise_batch_norm
 
 IMAGENET = {"in_channels": 3, "num_classes": 1000}
 NAMES = [f"vgg{d}{bn}" for bn in ("", "_bn") for d in (11, 13, 16, 19)]
@@ -36,17 +37,6 @@ def load_torchvision_vgg(ours: VGG, theirs: nn.Module) -> None:
         assert value.shape == target.shape, (src_key, dst_key, value.shape, target.shape)
         mapped[dst_key] = value.clone()
     ours.load_state_dict(mapped, assign=True)
-
-
-def randomise_batch_norm(model: nn.Module) -> None:
-    """Fresh BNs are the identity in eval mode (mean 0, var 1, weight 1, bias 0); make them not."""
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0.0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0.0, 0.2)
 
 
 @pytest.fixture(scope="module")
