@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -23,6 +24,7 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 # ModuleDict keys must not shadow nn.Module attributes ("train"), hence the trailing underscore.
 STAGES = ("train_", "val_", "test_")
+CHECKPOINT_KEY = "cnnlab_lit"
 
 
 class DivergedError(RuntimeError):
@@ -191,6 +193,24 @@ class LitClassifier(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._finish("test")
+
+    # What makes results.json whole after a resume (all epochs' history, best val accuracy,
+    # throughput counters): Lightning's own checkpoint state does not hold it.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "history": self.history,
+            "best_val_acc": self.best_val_acc,
+            "train_images": self._train_images,
+            "train_seconds": self._train_seconds,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get(CHECKPOINT_KEY)
+        if state:
+            self.history = state["history"]
+            self.best_val_acc = state["best_val_acc"]
+            self._train_images = state["train_images"]
+            self._train_seconds = state["train_seconds"]
 
     @property
     def train_images_per_s(self) -> float:

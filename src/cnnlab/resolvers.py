@@ -20,6 +20,10 @@ def project_root() -> Path:
 def register() -> None:
     if not OmegaConf.has_resolver("cnnlab_root"):
         OmegaConf.register_new_resolver("cnnlab_root", lambda: str(project_root()))
+    # conf/hydra/default.yaml's run dir uses the resume resolvers: every entry point needs them.
+    from cnnlab.resume import register_resolvers
+
+    register_resolvers()
 
 
 register()

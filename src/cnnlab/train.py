@@ -4,6 +4,11 @@ write ``results.json`` into the run directory.
     cnnlab-train                                    # the seed recipe: experiment=lenet
     cnnlab-train model=lenet ablation=[relu,max_pool] optimizer.lr=0.1
     cnnlab-train -m model=vgg11,vgg16               # a sweep under outputs/multirun/
+    cnnlab-train resume=outputs/runs/<date>/<time>  # continue a run in place (cnnlab.resume)
+
+A run that diverges ends normally with ``status: diverged``; any other failure leaves
+``results.json`` (``status: failed``) and ``traceback.txt`` in the run dir. Inside a ``-m`` sweep a
+failed job does not stop the sweep; the sweep's summary (cnnlab.hydra_callbacks) exits non-zero.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import json
 import time
 import traceback
+import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +25,21 @@ import hydra
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab import resolvers
 from cnnlab.analysis.min_size import forward_error, min_input_size
 from cnnlab.callbacks import diagnostic_callbacks
+from cnnlab.checkpoints import RunCheckpointing, check_checkpoint_fits, checkpoint_meta
 from cnnlab.data import DatasetNotFoundError, IDXFormatError
 from cnnlab.errors import ConfigError
 from cnnlab.lit import DivergedError, LitClassifier
-from cnnlab.runinfo import device_description, hydra_overrides, is_multirun
+from cnnlab.resume import RESULTS_FILE, RunPlan, plan_run, run_overrides
+from cnnlab.runinfo import device_description, is_multirun
 
-RESULTS_FILE = "results.json"
 USER_ERRORS = (ConfigError, DatasetNotFoundError, IDXFormatError)
+TRACEBACK_FILE = "traceback.txt"
 
 
 def build_model(cfg: DictConfig, image_size: int | None = None) -> torch.nn.Module:
@@ -57,20 +67,29 @@ def check_image_size(cfg: DictConfig) -> torch.nn.Module:
         return build_model(cfg)
     try:
         minimum = min_input_size(lambda s: build_model(cfg, s), channels)
-        hint = f"the smallest input this model accepts is {minimum}x{minimum}"
+        hint = (
+            f"the smallest input this model accepts is {minimum}x{minimum}. "
+            f"Set dataset.image_size={minimum} or larger."
+        )
     except ValueError:
-        hint = "no input size up to 512 works either: check the model's knobs"
+        hint = "no input size up to 512 works either: check the model's knobs."
     raise ConfigError(
-        f"model {cfg.model._target_} cannot run on {size}x{size} images: {hint}. "
-        f"Set dataset.image_size={'' if 'minimum' not in locals() else minimum} or larger. "
+        f"model {cfg.model._target_} cannot run on {size}x{size} images: {hint} "
         f"(First error: {error})"
     )
 
 
 def _check_optimizer(cfg: DictConfig) -> None:
     lr = cfg.optimizer.get("lr")
-    if not isinstance(lr, int | float) or lr <= 0:
+    if not isinstance(lr, int | float) or isinstance(lr, bool) or lr <= 0:
         raise ConfigError(f"optimizer.lr must be a positive number, got {lr!r}")
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    # Lightning accepts a string here and fails deep inside fit(); -1 means "no limit".
+    epochs = cfg.trainer.get("max_epochs")
+    if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool)):
+        raise ConfigError(f"trainer.max_epochs must be an integer, got {epochs!r}")
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -90,7 +109,10 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in flat.items() if not k.endswith(("_target_", "_partial_", ".root"))}
 
 
-def make_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
+def make_trainer(
+    cfg: DictConfig, run_dir: Path, extra_callbacks: list[L.Callback] | None = None
+) -> L.Trainer:
+    """The Trainer of a run: the last and the best checkpoint in ``<run dir>/checkpoints``."""
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
     callbacks: list[L.Callback] = [
@@ -99,19 +121,35 @@ def make_trainer(cfg: DictConfig, run_dir: Path) -> L.Trainer:
             filename="best-{epoch}",
             monitor="val/acc" if cfg.dataset.val_size else None,
             mode="max",
-            save_last=True,
-        )
+        ),
+        # last.ckpt after every epoch. Not save_last=True of the one above: since Lightning 2.6
+        # that writes last.ckpt only in epochs that improve the best, and a resume would then
+        # repeat every epoch since the best one.
+        ModelCheckpoint(
+            dirpath=run_dir / "checkpoints",
+            filename="last",
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+        ),
+        *(extra_callbacks or []),
     ]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar(leave=True))
     callbacks += diagnostic_callbacks(cfg.get("diagnostics"))
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    return L.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        logger=logger,
-        callbacks=callbacks,
-        default_root_dir=str(run_dir),
-    )
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if cfg.get("deterministic"):
+        trainer_args["deterministic"] = True
+    try:
+        return L.Trainer(
+            **trainer_args, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir)
+        )
+    except (TypeError, ValueError, MisconfigurationException) as err:
+        raise ConfigError(
+            f"bad trainer config: {err}. Every trainer.* key is a lightning.Trainer argument; "
+            f"check its value (e.g. trainer.max_epochs=10, trainer.devices=1)."
+        ) from err
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
@@ -121,13 +159,23 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """One training run; returns (and writes) the results.json contents."""
+    """One training run; returns (and writes) the results.json contents.
+
+    With ``resume=``/``ckpt_path=`` the run continues from a checkpoint (see cnnlab.resume);
+    with ``resume_sweep=true`` a sweep job that already finished is skipped."""
     start = time.perf_counter()
+    plan = plan_run(cfg)
+    if plan.previous_results is not None:
+        return _skip_finished_job(plan)
+    cfg = plan.cfg
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     _check_optimizer(cfg)
+    _check_trainer(cfg)
     model = check_image_size(cfg)
+    if plan.checkpoint is not None:
+        check_checkpoint_fits(plan.checkpoint, model, cfg, plan.checkpoint_path)
     try:
         datamodule = instantiate(cfg.dataset)
     except Exception as err:
@@ -144,19 +192,35 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         label_smoothing=cfg.loss.label_smoothing,
         aux_weight=cfg.loss.aux_weight,
     )
-    trainer = make_trainer(cfg, run_dir)
+    checkpointing = RunCheckpointing(
+        cfg, run_dir, checkpoint_meta(cfg, plan.overrides, plan.choices)
+    )
+    trainer = make_trainer(cfg, run_dir, [checkpointing])
     if trainer.logger is not None:
         trainer.logger.log_hyperparams(flat_hparams(cfg), metrics={"hp_metric": 0.0})
 
     results: dict[str, Any] = {"status": "ok"}
+    resumed_from = plan.resumed_from()
+    plan.checkpoint = None  # Lightning reads the file itself; free this copy first
     try:
-        trainer.fit(lit, datamodule=datamodule)
+        with warnings.catch_warnings():
+            # Continuing a run writes into its own, non-empty checkpoints/ on purpose.
+            warnings.filterwarnings("ignore", message="Checkpoint directory .* not empty")
+            trainer.fit(
+                lit, datamodule=datamodule, ckpt_path=plan.checkpoint_path, weights_only=True
+            )
+        if cfg.get("test", True):
+            trainer.test(lit, datamodule=datamodule, verbose=False)
     except DivergedError as err:
         results.update(
             status="diverged", error=str(err), diverged_epoch=err.epoch, diverged_step=err.step
         )
-    if results["status"] == "ok" and cfg.get("test", True):
-        trainer.test(lit, datamodule=datamodule, verbose=False)
+    except SIGTERMException:
+        results.update(
+            status="interrupted",
+            error=f"SIGTERM received at epoch {trainer.current_epoch}, step {trainer.global_step}",
+            checkpoint=str(checkpointing.interrupted_checkpoint),
+        )
 
     last = {key: values[-1] for key, values in lit.history.items() if values}
     results.update(
@@ -173,15 +237,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         world_size=trainer.world_size,
         history=lit.history,
         tensorboard_dir=trainer.logger.log_dir if trainer.logger else None,
-        overrides=hydra_overrides(),
+        overrides=plan.overrides,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
+    if resumed_from is not None:
+        results["resumed_from"] = resumed_from
     for callback in trainer.callbacks:
         if hasattr(callback, "results_extras"):
             results.update(callback.results_extras())
     if trainer.is_global_zero:
         path = write_results(run_dir, results)
         _print_summary(results, path)
+    return results
+
+
+def _skip_finished_job(plan: RunPlan) -> dict[str, Any]:
+    results = plan.previous_results or {}
+    print(
+        f"resume_sweep: job in {plan.cfg.paths.output_dir} already finished "
+        f"({results.get('status')}): skipped"
+    )
     return results
 
 
@@ -200,25 +275,50 @@ def _print_summary(results: dict[str, Any], path: Path) -> None:
     console.print(f"results:     {path}")
     if results["tensorboard_dir"]:
         console.print(f"TensorBoard: tensorboard --logdir {results['tensorboard_dir']}")
+    if results["status"] == "diverged":
+        console.print(f"diverged:    {results['error']}")
+    if results["status"] == "interrupted":
+        console.print(
+            f"interrupted: {results['error']}; checkpoint {results['checkpoint']}. Continue "
+            f"with: cnnlab-train resume={path.parent}"
+        )
 
 
 def record_failure(cfg: DictConfig, err: BaseException) -> None:
-    """A failed run still leaves results.json (status failed) and traceback.txt behind."""
+    """A failed run still leaves results.json (status failed) and traceback.txt behind.
+
+    Nothing already there is lost: the traceback is appended, a results.json that records an
+    earlier run's outcome (finished or interrupted) is kept, and a user error against such a run's
+    directory (a bad resume= command) writes nothing there at all."""
     try:
         run_dir = Path(cfg.paths.output_dir)
     except Exception:  # noqa: BLE001 - the config itself may be what failed
         return
+    results_path = run_dir / RESULTS_FILE
+    earlier_outcome = results_path.exists() and _status(results_path) != "failed"
+    if earlier_outcome and isinstance(err, USER_ERRORS):
+        return
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "traceback.txt").write_text("".join(traceback.format_exception(err)))
-    if not (run_dir / RESULTS_FILE).exists():
-        write_results(
-            run_dir,
-            {
-                "status": "failed",
-                "error": f"{type(err).__name__}: {err}",
-                "overrides": hydra_overrides(),
-            },
-        )
+    with open(run_dir / TRACEBACK_FILE, "a") as f:
+        f.write(f"--- {datetime.now().isoformat(timespec='seconds')}\n")
+        f.write("".join(traceback.format_exception(err)))
+    if earlier_outcome:
+        return
+    write_results(
+        run_dir,
+        {
+            "status": "failed",
+            "error": f"{type(err).__name__}: {err}",
+            "overrides": run_overrides(),
+        },
+    )
+
+
+def _status(results_path: Path) -> str | None:
+    try:
+        return json.loads(results_path.read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 @hydra.main(
@@ -229,14 +329,32 @@ def main(cfg: DictConfig) -> float | None:
         results = run(cfg)
     except Exception as err:
         record_failure(cfg, err)
-        if is_multirun():  # one bad job must not end a sweep
-            print(f"job failed: {type(err).__name__}: {err}")
+        message = str(err) if isinstance(err, USER_ERRORS) else f"{type(err).__name__}: {err}"
+        if is_multirun():  # one bad job must not end a sweep; the sweep summary reports it
+            print(f"job failed: {message}\n(details: {_run_dir_text(cfg)})")
             return None
         if isinstance(err, USER_ERRORS):
-            print(f"error: {err}")
+            print(f"error: {message}")
             raise SystemExit(1) from None
         raise
-    return results["val_acc"]  # what Hydra sweepers (Optuna) optimise
+    if results.get("status") == "interrupted" and is_multirun():
+        # The process is being stopped (SLURM preemption): no further job may start.
+        from hydra.core.hydra_config import HydraConfig
+
+        sweep_dir = HydraConfig.get().sweep.dir
+        print(
+            f"sweep interrupted by SIGTERM. Continue it with the same command plus "
+            f"resume_sweep=true hydra.sweep.dir={sweep_dir}"
+        )
+        raise SystemExit(0)
+    return results.get("val_acc")  # what Hydra sweepers (Optuna) optimise
+
+
+def _run_dir_text(cfg: DictConfig) -> str:
+    try:
+        return str(cfg.paths.output_dir)
+    except Exception:  # noqa: BLE001 - the config itself may be what failed
+        return "the job's run dir"
 
 
 if __name__ == "__main__":

@@ -4,6 +4,10 @@ The whole split is one uint8 tensor; a batch is ``images[perm[i:i + B]]``. No pe
 no collate, no worker processes. The order of an epoch (and its augmentation draws) depends only
 on (seed, epoch), so a resumed run sees exactly the batches the uninterrupted one would have.
 Under DDP each rank takes a disjoint, equally long share of every epoch's permutation.
+
+The loader is resumable mid-epoch: Lightning saves its ``state_dict()`` (the epoch and how many
+batches training consumed) in every checkpoint and hands it back through ``load_state_dict()``
+on resume, so the epoch continues with the next unseen batch of the same permutation.
 """
 
 from __future__ import annotations
@@ -53,6 +57,11 @@ class IndexBatchLoader:
         # (DDP would hang otherwise); evaluation shards keep every sample (metrics sync at the end).
         n = images.shape[0]
         self.samples_per_rank = n // world_size if shuffle else math.ceil((n - rank) / world_size)
+        # Progress of the current pass, for state_dict(); a pending resume point, for __iter__.
+        # Lightning fetches ahead only from loaders without a length (_PrefetchDataFetcher), so
+        # with this one every batch yielded has been trained on when a checkpoint is written.
+        self._epoch, self._yielded = 0, 0
+        self._resume_at: tuple[int, int] | None = None
 
     @property
     def augments(self) -> bool:
@@ -75,13 +84,28 @@ class IndexBatchLoader:
         mine = order[self.rank :: self.world_size][: self.samples_per_rank]
         return mine, (aug[mine] if aug is not None else None)
 
+    def state_dict(self) -> dict[str, int]:
+        """Where training stands in the current epoch: ``{"epoch", "batches"}`` consumed."""
+        return {"epoch": self._epoch, "batches": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next pass over ``state["epoch"]`` start after its first ``batches`` batches."""
+        self._resume_at = (int(state["epoch"]), int(state["batches"]))
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        order, aug = self._epoch_plan(self.epoch_fn())
+        epoch = self.epoch_fn()
+        skip = 0
+        if self._resume_at is not None and self._resume_at[0] == epoch:
+            skip = self._resume_at[1]
+        self._resume_at = None
+        self._epoch, self._yielded = epoch, skip
+        order, aug = self._epoch_plan(epoch)
         order = order.to(self.images.device)
         if aug is not None:
             aug = aug.to(self.images.device)
-        for start in range(0, order.shape[0], self.batch_size):
+        for start in range(skip * self.batch_size, order.shape[0], self.batch_size):
             idx = order[start : start + self.batch_size]
+            self._yielded += 1
             if aug is None:
                 yield self.images[idx], self.labels[idx]
             else:

@@ -1,0 +1,121 @@
+"""Hydra callbacks of ``cnnlab-train -m``: check a resumed sweep's directory before any job runs,
+and at the end summarise every job's ``results.json`` and exit non-zero if a job failed.
+
+Configured under ``hydra.callbacks`` in conf/hydra/default.yaml. The summary reads the job
+directories rather than Hydra's job returns, so it also works for launchers that run jobs in
+other processes or on other machines (submitit/SLURM), and for jobs a resumed sweep skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from cnnlab.resume import RESULTS_FILE
+
+# A job ends the sweep as failed unless it recorded one of these.
+FINISHED = ("ok", "diverged")
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    num: str
+    status: str  # ok | diverged | failed | interrupted | missing (no results.json)
+    overrides: list[str]
+    note: str
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job directories of a sweep (Hydra's ``<sweep dir>/<job num>``), in job order."""
+    dirs = [d for d in sweep_dir.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    dirs = [d for d in dirs if (d / RESULTS_FILE).is_file() or (d / ".hydra").is_dir()]
+    return sorted(dirs, key=lambda d: int(d.name) if d.name.isdigit() else -1)
+
+
+def job_outcome(job_dir: Path) -> JobOutcome:
+    try:
+        results: dict[str, Any] = json.loads((job_dir / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return JobOutcome(
+            job_dir.name,
+            "missing",
+            [],
+            f"no readable {RESULTS_FILE}: the job died "
+            f"before recording anything (see its log in {job_dir})",
+        )
+    status = str(results.get("status", "missing"))
+    if status == "diverged":
+        where = f"epoch {results.get('diverged_epoch')}, step {results.get('diverged_step')}"
+        note = f"diverged at {where}"
+    elif status == "ok":
+        acc = results.get("test_acc")
+        note = "" if acc is None else f"test_acc={acc:.4f}"
+    else:
+        note = str(results.get("error", ""))
+    return JobOutcome(job_dir.name, status, list(results.get("overrides") or []), note)
+
+
+def summarise(sweep_dir: Path) -> tuple[list[JobOutcome], str]:
+    """Every job's outcome and the text printed at the end of a sweep."""
+    outcomes = [job_outcome(d) for d in job_dirs(sweep_dir)]
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    lines = [
+        f"sweep {sweep_dir}: {len(outcomes)} jobs, "
+        + ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    ]
+    # Show what tells the jobs apart, not the overrides they all share.
+    shared = set.intersection(*(set(o.overrides) for o in outcomes)) if len(outcomes) > 1 else set()
+    for outcome in outcomes:
+        if outcome.status != "ok":
+            own = [o for o in outcome.overrides if o not in shared] or outcome.overrides
+            lines.append(
+                f"  job {outcome.num} {outcome.status}: {' '.join(own)}"
+                + (f" -- {outcome.note}" if outcome.note else "")
+            )
+    failed = [o for o in outcomes if o.status not in FINISHED]
+    if failed:
+        lines.append(
+            f"{len(failed)} job(s) did not finish: {', '.join(o.num for o in failed)} "
+            f"(results.json and traceback.txt in {sweep_dir}/<job>). After fixing the cause, run "
+            f"the same command with resume_sweep=true hydra.sweep.dir={sweep_dir}: finished jobs "
+            f"are skipped."
+        )
+    return outcomes, "\n".join(lines)
+
+
+class SweepReport(Callback):
+    """Summary of a ``-m`` sweep at its end; exit status 1 when a job failed."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if config.get("resume") or config.get("ckpt_path"):
+            print(
+                "error: resume=/ckpt_path= continue one run, not a sweep. To continue a sweep, "
+                "run the same -m command with resume_sweep=true hydra.sweep.dir=<sweep dir>."
+            )
+            sys.exit(1)
+        if config.get("resume_sweep") and not sweep_dir.is_dir():
+            print(
+                f"error: resume_sweep=true, but the sweep directory {sweep_dir} does not exist. "
+                f"Give the directory of the sweep to continue: hydra.sweep.dir="
+                f"outputs/multirun/<date>/<time> (printed when it started), with the same -m "
+                f"arguments as before."
+            )
+            sys.exit(1)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_dir():
+            return
+        outcomes, text = summarise(sweep_dir)
+        print(text, flush=True)
+        if any(o.status not in FINISHED for o in outcomes):
+            sys.exit(1)

@@ -1,0 +1,151 @@
+"""Exact resume: a run killed (SIGKILL) or stopped (SIGTERM) and continued with ``resume=`` ends
+where the uninterrupted run ends; checkpoints hold what a resume needs and load weights-only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cli_runner import run_cli
+from cnnlab.checkpoints import META_KEY
+from cnnlab.data.loader import IndexBatchLoader
+from cnnlab.lit import CHECKPOINT_KEY
+from cnnlab.train import run
+from conftest import compose_config
+
+# 3 epochs of 32 batches: long enough to stop a subprocess in the middle, a few seconds in all.
+RUN = [
+    "dataset.train_subset=2000",
+    "dataset.val_size=200",
+    "dataset.test_subset=500",
+    "dataset.batch_size=64",
+    "trainer.max_epochs=3",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "deterministic=true",
+]
+EXE = Path(sys.executable).with_name("cnnlab-train")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The reference: the same run, never stopped."""
+    return run(compose_config(RUN, tmp_path_factory.mktemp("reference")))
+
+
+def start_and_signal(run_dir: Path, signum: signal.Signals) -> subprocess.Popen:
+    """Start the run in a subprocess; send ``signum`` once its epoch-0 checkpoint exists, i.e.
+    while it trains epoch 1."""
+    process = subprocess.Popen(
+        [str(EXE), *RUN, f"hydra.run.dir={run_dir}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signum)
+    process.wait(timeout=300)
+    return process
+
+
+def assert_same_end(results: dict, reference: dict) -> None:
+    assert results["status"] == "ok" and results["epochs_completed"] == 3
+    assert results["test_acc"] == pytest.approx(reference["test_acc"], abs=1e-6)
+    assert results["test_loss"] == pytest.approx(reference["test_loss"], abs=1e-6)
+    # The history of all epochs survives the interruption, and so do the epochs' values.
+    assert results["history"]["val/acc"] == pytest.approx(reference["history"]["val/acc"], abs=1e-6)
+
+
+def test_sigkill_during_an_epoch_then_resume_ends_like_uninterrupted(
+    tmp_path: Path, uninterrupted: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    process = start_and_signal(run_dir, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL, process.stdout.read()[-2000:]
+    assert not (run_dir / "results.json").exists()
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] < 2  # killed before the last epoch ended
+    hydra_snapshot = (run_dir / ".hydra" / "config.yaml").read_text()
+
+    code, output = run_cli([f"resume={run_dir}"], capsys)  # nothing else: its own config
+    assert code == 0, output
+
+    results = json.loads((run_dir / "results.json").read_text())
+    assert_same_end(results, uninterrupted)
+    assert results["resumed_from"]["epoch"] == saved["epoch"]
+    assert results["overrides"] == RUN  # the run's own command, not "resume=..."
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == hydra_snapshot
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(
+    tmp_path: Path, uninterrupted: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    process = start_and_signal(run_dir, signal.SIGTERM)
+    output = process.stdout.read()
+    assert process.returncode == 0, output[-2000:]
+    assert "Traceback" not in output
+    assert f"cnnlab-train resume={run_dir}" in output.replace("\n", "")
+    interrupted = json.loads((run_dir / "results.json").read_text())
+    assert interrupted["status"] == "interrupted" and "SIGTERM" in interrupted["error"]
+    assert interrupted["checkpoint"] == str(run_dir / "checkpoints" / "last.ckpt")
+
+    code, output = run_cli([f"resume={run_dir}"], capsys)
+    assert code == 0, output
+    assert_same_end(json.loads((run_dir / "results.json").read_text()), uninterrupted)
+
+
+def test_checkpoints_last_and_best_load_weights_only(uninterrupted: dict) -> None:
+    folder = Path(uninterrupted["config"]["paths"]["output_dir"]) / "checkpoints"
+    names = sorted(p.name for p in folder.glob("*.ckpt"))
+    assert "last.ckpt" in names and len([n for n in names if n.startswith("best-epoch=")]) == 1
+    saved = torch.load(folder / "last.ckpt", weights_only=True)  # raises if anything is pickled
+    meta = saved[META_KEY]
+    assert meta["model_target"] == "cnnlab.models.lenet.LeNet"
+    assert meta["config"]["trainer"]["max_epochs"] == 3
+    assert len(saved[CHECKPOINT_KEY]["history"]["val/acc"]) == 3
+
+
+def test_loader_resumes_after_the_batches_training_consumed() -> None:
+    images = torch.zeros(100, 28, 28, dtype=torch.uint8)
+    ids = torch.arange(100)
+    loader = IndexBatchLoader(images, ids, 8, shuffle=True, seed=3, epoch_fn=lambda: 5)
+    batches = iter(loader)
+    consumed = [next(batches)[1] for _ in range(4)]
+    state = loader.state_dict()
+    assert state == {"epoch": 5, "batches": 4}
+
+    resumed = IndexBatchLoader(images, ids, 8, shuffle=True, seed=3, epoch_fn=lambda: 5)
+    resumed.load_state_dict(state)
+    rest = [b[1] for b in resumed]
+    everything = torch.cat(consumed + rest)
+    assert torch.equal(everything, torch.cat([b[1] for b in loader]))  # same order, no repeats
+    assert len(rest) == len(loader) - 4
+    # The next epoch starts from its beginning again.
+    assert len(list(resumed)) == len(loader)
+
+
+def test_requeue_safe_command_skips_a_finished_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`resume_sweep=true` with a fixed run dir: what a requeued SLURM job runs again."""
+    run_dir = tmp_path / "run"
+    command = [*RUN, "++trainer.limit_train_batches=2", f"hydra.run.dir={run_dir}"]
+    code, output = run_cli([*command, "resume_sweep=true"], capsys)
+    assert code == 0, output
+    finished = (run_dir / "results.json").read_bytes()
+    code, output = run_cli([*command, "resume_sweep=true"], capsys)
+    assert code == 0 and "already finished (ok): skipped" in output
+    assert (run_dir / "results.json").read_bytes() == finished
