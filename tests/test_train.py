@@ -55,6 +55,7 @@ def test_short_real_run_learns_and_writes_results(make_cfg) -> None:
     written = json.loads((run_dir / "results.json").read_text())
     assert RESULT_KEYS <= set(written)
     assert written["status"] == "ok" and written["epochs_completed"] == 1
+    assert (written["world_size"], written["global_batch_size"]) == (1, 64)
     assert written["test_acc"] == pytest.approx(results["test_acc"])
     assert 0 < written["train_loss"] < 2.3 and 0 < written["test_loss"] < 2.3
     assert written["train_images_per_s"] > 0 and written["wall_s"] > 0
@@ -85,6 +86,11 @@ def test_divergence_is_recorded_not_raised(make_cfg) -> None:
 def test_image_size_below_minimum_names_it(make_cfg) -> None:
     with pytest.raises(ConfigError, match=r"smallest input this model accepts is 12x12"):
         run(make_cfg("dataset.image_size=8"))
+
+
+def test_ddp_spawn_is_refused_with_the_alternative(make_cfg) -> None:
+    with pytest.raises(ConfigError, match="use trainer=ddp .GPUs. or trainer=ddp_cpu"):
+        run(make_cfg("++trainer.strategy=ddp_spawn"))
 
 
 @pytest.mark.parametrize("lr", ["-0.1", "0"])
