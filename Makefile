@@ -7,10 +7,11 @@ ARGS   ?=
 DIR    ?= outputs
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test test-all lint tensorboard clean
+.PHONY: help install data train test test-all bench lint tensorboard clean
 
 help:  ## list the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@awk -F':.*## ' '/^##@ / {printf "\n%s\n", substr($$0, 5)} \
+	  /^[a-zA-Z0-9_-]+:.*## / {printf "  %-20s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +38,9 @@ test: data  ## run the test suite (fast tests; `make test-all` adds the slow one
 test-all: data  ## run every test, slow ones included
 	$(BIN)/python -m pytest -m '' $(ARGS)
 
+bench: data  ## throughput: course DataLoader loop vs cnnlab data path vs full runner (bench.json)
+	$(BIN)/python -m cnnlab.bench $(ARGS)
+
 lint: install  ## ruff
 	$(BIN)/ruff check src tests
 
@@ -46,3 +50,177 @@ tensorboard: install  ## compare runs: make tensorboard DIR=outputs/multirun/<da
 clean:  ## remove run outputs and caches (keeps .venv and data)
 	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 	rm -rf .pytest_cache .ruff_cache lightning_logs
+
+# ---------------------------------------------------------------------------------------------
+##@ Course exercises (EXERCISES.md). QUICK=1: the same item on a subset, minutes on a CPU
+# Each training item runs `cnnlab-train -m experiment=<item> hydra.sweep.dir=<dir>` (sweeps sit in
+# the experiment file's hydra.sweeper.params), then writes <dir>/report.md and curves.png
+# (cnnlab.report) and points <item>/latest at <dir>. <dir> is $(EXERCISES_DIR)/<item>/<date>_<time>
+# (-quick added with QUICK=1): a new one per call, so runs of different calls never mix.
+# ARGS adds overrides to the training: make lenet-pool ARGS="seed=0,1,2" (3 seeds per variant).
+EXERCISES_DIR ?= outputs/exercises
+QUICK ?=
+quick_on = $(filter 1 true yes,$(QUICK))
+RUN_ID := $(shell date +%Y-%m-%d_%H-%M-%S)
+comma := ,
+exercise_dir = $(EXERCISES_DIR)/$@/$(RUN_ID)$(if $(quick_on),-quick)
+# What QUICK=1 adds (EXERCISES.md, "Quick mode"). 28 px nets: 30,000 training images (2,000 of
+# them held out for validation), 2,000 test images, 3 epochs: about 330 steps of batch 256, enough
+# for the sigmoid LeNet to leave its initial plateau. The 96-224 px nets: 1,000 / 500 / 500
+# images, 1 epoch, at a smaller image size.
+QUICK_28_DATA  ?= ++quick=true dataset.train_subset=30000 dataset.val_size=2000 dataset.test_subset=2000
+QUICK_28       ?= $(QUICK_28_DATA) trainer.max_epochs=3
+QUICK_BIG      ?= ++quick=true dataset.train_subset=1000 dataset.val_size=500 dataset.test_subset=500 trainer.max_epochs=1
+QUICK_ALEXNET  ?= $(QUICK_BIG) dataset.image_size=96
+QUICK_ALEXNET28 ?= $(QUICK_BIG)
+QUICK_VGG      ?= $(QUICK_BIG) dataset.image_size=32
+QUICK_GOOGLENET ?= $(QUICK_BIG) dataset.image_size=32
+QUICK_RESNET   ?= $(QUICK_BIG) dataset.image_size=32
+
+# $(call sweep,<cnnlab-train arguments>,<QUICK=1 overrides>[,<subdir of the exercise dir>])
+# Every recipe line starts with s=0 and ends with $(report): a failed job (cnnlab-train exits 1)
+# still gets its report, and make exits non-zero afterwards.
+sweep = $(BIN)/cnnlab-train -m $(1) $(if $(quick_on),$(2)) \
+	hydra.sweep.dir=$(exercise_dir)$(if $(3),/$(3)) $(ARGS) || s=1;
+report = $(BIN)/python -m cnnlab.report $(exercise_dir) || s=1; \
+	ln -sfn $(notdir $(exercise_dir)) $(EXERCISES_DIR)/$@/latest; exit $$s
+# $(call analyze,<cnnlab-analyze arguments>): analysis.md in the exercise dir (nothing trained).
+analyze = $(BIN)/python -m cnnlab.analyze $(1) hydra.run.dir=$(exercise_dir) $(ARGS) \
+	&& ln -sfn $(notdir $(exercise_dir)) $(EXERCISES_DIR)/$@/latest
+
+EXERCISES := lenet lenet-pool lenet-kernel lenet-channels lenet-activation lenet-conv-layers \
+	lenet-fc-layers lenet-lr lenet-init lenet-epochs lenet-improved lenet-optuna lenet-mnist \
+	lenet-activations alexnet alexnet-epochs alexnet-small alexnet-batch-size alexnet-analysis \
+	lenet-dropout-relu lenet-preprocessing vgg11 vgg-layers vgg-vs-alexnet vgg-image-size \
+	vgg-depth googlenet googlenet-variants googlenet-min-size googlenet-params resnet18 \
+	resnet-depth resnet-bottleneck resnet-preact vanishing-gradient alexnet-lrn lenet-local \
+	lenet-optimizers
+.PHONY: $(EXERCISES)
+
+##@ LeNet (28 px: every item trains on a CPU)
+lenet: data  ## LeNet: the seed recipe (sigmoid, avg-pool, SGD lr 0.9, batch 256, 10 epochs)
+	s=0; $(call sweep,experiment=lenet,$(QUICK_28)) $(report)
+
+lenet-pool: data  ## LeNet I: average vs max pooling
+	s=0; $(call sweep,experiment=lenet_pool,$(QUICK_28)) $(report)
+
+lenet-kernel: data  ## LeNet II: convolution window 3x3 / 5x5 / 7x7
+	s=0; $(call sweep,experiment=lenet_kernel,$(QUICK_28)) $(report)
+
+lenet-channels: data  ## LeNet II: output channels of the conv layers (3,8 .. 32,64)
+	s=0; $(call sweep,experiment=lenet_channels,$(QUICK_28)) $(report)
+
+lenet-activation: data  ## LeNet II: sigmoid vs tanh vs ReLU
+	s=0; $(call sweep,experiment=lenet_activation,$(QUICK_28)) $(report)
+
+lenet-conv-layers: data  ## LeNet II: one, two or three conv layers
+	s=0; $(call sweep,experiment=lenet_conv_layers,$(QUICK_28)) $(report)
+
+lenet-fc-layers: data  ## LeNet II: zero to three hidden FC layers
+	s=0; $(call sweep,experiment=lenet_fc_layers,$(QUICK_28)) $(report)
+
+lenet-lr: data  ## LeNet II: learning rate 0.1 / 0.3 / 0.9 / 2.0
+	s=0; $(call sweep,experiment=lenet_lr,$(QUICK_28)) $(report)
+
+lenet-init: data  ## LeNet II: Xavier vs Kaiming vs PyTorch-default initialisation
+	s=0; $(call sweep,experiment=lenet_init,$(QUICK_28)) $(report)
+
+lenet-epochs: data  ## LeNet II: 5 / 10 / 20 epochs (QUICK=1: 1 / 3 / 6 on the subset)
+	s=0; $(call sweep,experiment=lenet_epochs,$(QUICK_28_DATA) trainer.max_epochs=1$(comma)3$(comma)6) \
+	$(report)
+
+lenet-improved: data  ## LeNet II: the lenet_improved preset (goal: test acc >= 0.91, 10 epochs)
+	s=0; $(call sweep,experiment=lenet_improved,$(QUICK_28)) $(report)
+
+lenet-optuna: data  ## LeNet II: Optuna search of lr and conv widths (20 trials; QUICK=1: 4)
+	s=0; $(call sweep,experiment=lenet_improved hparams_search=lenet_optuna,$(QUICK_28) \
+	  hydra.sweeper.n_trials=4) $(report)
+
+lenet-mnist: data  ## LeNet III: lenet_improved on MNIST (goal: test acc >= 0.99)
+	s=0; $(call sweep,experiment=lenet_improved_mnist,$(QUICK_28)) $(report)
+
+lenet-activations: data  ## LeNet IV: first/second-layer activations, sweaters vs coats
+	s=0; $(call sweep,experiment=lenet,$(QUICK_28)) \
+	$(BIN)/python -m cnnlab.visualize run_dir=$(exercise_dir)/0 'classes=[Pullover,Coat]' \
+	  hydra.run.dir=$(exercise_dir)/visualize || s=1; $(report)
+
+##@ AlexNet (224 px: the full recipes need a GPU)
+alexnet: data  ## AlexNet: the seed recipe (224 px, SGD lr 0.01, batch 128, 10 epochs)
+	s=0; $(call sweep,experiment=alexnet,$(QUICK_ALEXNET)) $(report)
+
+alexnet-epochs: data  ## AlexNet I: AlexNet and LeNet trained 30 epochs (QUICK=1: 6)
+	s=0; $(call sweep,experiment=alexnet_long,$(QUICK_ALEXNET) trainer.max_epochs=6,alexnet) \
+	$(call sweep,experiment=lenet_long,$(QUICK_28) trainer.max_epochs=6,lenet) $(report)
+
+alexnet-small: data  ## AlexNet II: a simplified AlexNet, and an AlexNet designed for 28x28
+	s=0; $(call sweep,experiment=alexnet_small,$(QUICK_ALEXNET),224px) \
+	$(call sweep,experiment=alexnet28,$(QUICK_ALEXNET28),28px) $(report)
+
+alexnet-batch-size: data  ## AlexNet III: batch size 32 .. 256: accuracy and peak memory
+	s=0; $(call sweep,experiment=alexnet_batch_size,$(QUICK_ALEXNET)) $(report)
+
+alexnet-analysis: install  ## AlexNet IV: memory footprint, FLOPs per layer, bandwidth (analyze)
+	$(call analyze,experiment=alexnet)
+
+lenet-dropout-relu: data  ## AlexNet V: dropout and ReLU in LeNet-5
+	s=0; $(call sweep,experiment=lenet_dropout_relu,$(QUICK_28)) $(report)
+
+lenet-preprocessing: data  ## AlexNet V: normalisation and augmentation, on LeNet-5
+	s=0; $(call sweep,experiment=lenet_preprocessing,$(QUICK_28)) $(report)
+
+##@ VGG (224 px: the full recipes need a GPU)
+vgg11: data  ## VGG: the VGG-11 seed recipe (widths / 4, 224 px, SGD lr 0.05, batch 128)
+	s=0; $(call sweep,experiment=vgg11,$(QUICK_VGG)) $(report)
+
+vgg-layers: install  ## VGG I: output shape per block and per layer (analyze)
+	$(call analyze,experiment=vgg11)
+
+vgg-vs-alexnet: install  ## VGG II: compute and memory of VGG-11 vs AlexNet (analyze)
+	$(call analyze,'models=[alexnet$(comma)vgg11$(comma)vgg11_narrow]' dataset.image_size=224)
+
+vgg-image-size: data  ## VGG III: 224 vs 96 px input (QUICK=1: 64 vs 32 px)
+	s=0; $(call sweep,experiment=vgg_image_size,$(QUICK_BIG) dataset.image_size=64$(comma)32) \
+	$(report)
+
+vgg-depth: data  ## VGG IV: VGG-11 vs VGG-16 vs VGG-19
+	s=0; $(call sweep,experiment=vgg_depth,$(QUICK_VGG)) $(report)
+
+##@ GoogLeNet (96 px: the full recipes need a GPU)
+googlenet: data  ## GoogLeNet: the seed recipe (96 px, SGD lr 0.1, batch 128, 10 epochs)
+	s=0; $(call sweep,experiment=googlenet,$(QUICK_GOOGLENET)) $(report)
+
+googlenet-variants: data  ## GoogLeNet I: BN, Inception-v3 changes, label smoothing, Inc.-ResNet
+	s=0; $(call sweep,experiment=googlenet_variants,$(QUICK_GOOGLENET)) $(report)
+
+googlenet-min-size: install  ## GoogLeNet II: the smallest input image size (analyze)
+	$(call analyze,experiment=googlenet min_size=true)
+
+googlenet-params: install  ## GoogLeNet III: parameters and FLOPs vs AlexNet and VGG (analyze)
+	$(call analyze,'models=[googlenet$(comma)alexnet$(comma)vgg11$(comma)vgg11_narrow]' \
+	  dataset.image_size=224)
+
+##@ ResNet (96 px: the full recipes need a GPU)
+resnet18: data  ## ResNet: the ResNet-18 seed recipe (96 px, SGD lr 0.05, batch 256, 10 epochs)
+	s=0; $(call sweep,experiment=resnet18,$(QUICK_RESNET)) $(report)
+
+resnet-depth: data  ## ResNet II: ResNet-18/34/50/101/152 (the paper's Table 1)
+	s=0; $(call sweep,experiment=resnet_depth,$(QUICK_RESNET)) $(report)
+
+resnet-bottleneck: data  ## ResNet III: bottleneck vs basic residual blocks
+	s=0; $(call sweep,experiment=resnet_bottleneck,$(QUICK_RESNET)) $(report)
+
+resnet-preact: data  ## ResNet IV: pre-activation vs post-activation blocks
+	s=0; $(call sweep,experiment=resnet_preact,$(QUICK_RESNET)) $(report)
+
+##@ Lecture extras
+vanishing-gradient: data  ## Extra: sigmoid vs ReLU, gradient norm per layer
+	s=0; $(call sweep,experiment=vanishing_gradient,$(QUICK_28)) $(report)
+
+alexnet-lrn: data  ## Extra: LRN none / inter-channel / intra-channel in AlexNet
+	s=0; $(call sweep,experiment=alexnet_lrn,$(QUICK_ALEXNET)) $(report)
+
+lenet-local: data  ## Extra: locally connected vs convolutional first layer
+	s=0; $(call sweep,experiment=lenet_local,$(QUICK_28)) $(report)
+
+lenet-optimizers: data  ## Extra: SGD, momentum, Adagrad, RMSProp, Adam, L-BFGS on LeNet-5
+	s=0; $(call sweep,experiment=lenet_optimizers,$(QUICK_28)) $(report)

@@ -103,11 +103,14 @@ class LitClassifier(L.LightningModule):
         else:
             logits, loss = out, self._loss(out, y)
         self._check_finite(loss, batch_idx, self.global_step)
-        self._update("train", logits.detach(), y, loss.detach())
+        # Metrics are updated once per batch, in on_train_batch_end: L-BFGS calls this step
+        # several times per batch (line-search probes), and only the last call counts.
+        self._last_train = (logits.detach(), y, loss.detach())
         return loss
 
     def on_train_batch_end(self, outputs: object, batch: tuple, batch_idx: int) -> None:
         # Counted here, not in training_step: L-BFGS runs the step several times per batch.
+        self._update("train", *self._last_train)
         self._epoch_images += batch[1].shape[0]
         self._last_batch_end = time.perf_counter()
 
