@@ -43,5 +43,5 @@ def test_bench_runs_and_reports(tmp_path: Path) -> None:
 def test_startup_is_recorded_by_the_runner(make_cfg) -> None:
     from cnnlab.train import run
 
-    results = run(make_cfg("++trainer.limit_train_batches=2", "test=false"))
+    results = run(make_cfg("++trainer.limit_train_batches=2"))  # test() re-attaches callbacks
     assert results["startup_s"] > 0

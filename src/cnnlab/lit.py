@@ -64,6 +64,7 @@ class LitClassifier(L.LightningModule):
         self.count = nn.ModuleDict({s: SumMetric(nan_strategy="disable") for s in STAGES})
         self._first_bad_step: torch.Tensor | None = None
         self.divergence_check_every = divergence_check_every
+        self.startup_timer = StartupTimer()
         self.best_val_acc = 0.0
         self.history: dict[str, list[float]] = {}
         self._train_images = 0
@@ -75,7 +76,9 @@ class LitClassifier(L.LightningModule):
         return self.model(x)
 
     def configure_callbacks(self) -> list[L.Callback]:
-        return [StartupTimer()]
+        # The same instance every time: Lightning re-attaches model callbacks for test(), and a
+        # fresh timer there would forget the fit's start-up time.
+        return [self.startup_timer]
 
     def setup(self, stage: str) -> None:
         # The weights' memory format follows the batches': NHWC convolutions are about twice as
