@@ -28,6 +28,7 @@ from torch import nn
 from cnnlab.models.layers import (
     LRN_KINDS,
     conv_output_size,
+    dense_head,
     init_weights,
     make_activation,
     make_lrn,
@@ -131,18 +132,10 @@ class AlexNet(nn.Module):
             channels = out
         self.features = nn.Sequential(*features)
 
-        head: list[nn.Module] = [nn.Flatten()]
-        width = channels * size * size
-        for _ in range(2):
-            head.append(nn.Linear(width, fc_width))
-            if batch_norm:
-                head.append(nn.BatchNorm1d(fc_width))
-            head.append(make_activation(activation))
-            # Dropout was AlexNet's answer to its 4096-wide FC layers overfitting.
-            if dropout > 0:
-                head.append(nn.Dropout(dropout))
-            width = fc_width
-        head.append(nn.Linear(width, num_classes))
+        # Dropout was AlexNet's answer to its 4096-wide FC layers overfitting.
+        head = dense_head(
+            channels * size * size, [fc_width] * 2, num_classes, activation, dropout, batch_norm
+        )
         self.classifier = nn.Sequential(*head)
         # The lecture's d2l.init_cnn: Xavier-uniform for every conv and linear layer.
         init_weights(self, init)

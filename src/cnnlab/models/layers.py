@@ -7,6 +7,7 @@ modules, so every family accepts the same names and an unknown name fails the sa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,30 @@ def make_pool(
 ) -> nn.Module:
     """A max or average pooling module by name."""
     return _choose("pool", name, POOLS)(kernel_size, stride=stride, padding=padding)
+
+
+def dense_head(
+    in_features: int,
+    hidden_widths: Sequence[int],
+    num_classes: int,
+    activation: str,
+    dropout: float = 0.0,
+    batch_norm: bool = False,
+) -> list[nn.Module]:
+    """Flatten, then FC -> [BN] -> activation -> [dropout] per hidden width, then FC to the
+    classes: the classifier of LeNet and AlexNet."""
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = in_features
+    for hidden in hidden_widths:
+        layers.append(nn.Linear(width, hidden))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(hidden))
+        layers.append(make_activation(activation))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = hidden
+    layers.append(nn.Linear(width, num_classes))
+    return layers
 
 
 def init_weights(module: nn.Module, scheme: str) -> None:

@@ -22,6 +22,7 @@ from torch import nn
 from cnnlab.models.layers import (
     LocallyConnected2d,
     conv_output_size,
+    dense_head,
     init_weights,
     make_activation,
     make_pool,
@@ -81,20 +82,12 @@ class LeNet(nn.Module):
                 )
         self.features = nn.Sequential(*features)
 
-        head_layers: list[nn.Module] = []
         if head == "fc":
-            head_layers.append(nn.Flatten())
-            width = channels * size * size
-            for hidden in fc_widths:
-                head_layers.append(nn.Linear(width, hidden))
-                if batch_norm:
-                    head_layers.append(nn.BatchNorm1d(hidden))
-                head_layers.append(make_activation(activation))
-                if dropout > 0:
-                    head_layers.append(nn.Dropout(dropout))
-                width = hidden
-            head_layers.append(nn.Linear(width, num_classes))
+            head_layers = dense_head(
+                channels * size * size, fc_widths, num_classes, activation, dropout, batch_norm
+            )
         else:
+            head_layers: list[nn.Module] = []
             for hidden in fc_widths:
                 head_layers += [nn.Conv2d(channels, hidden, 1), make_activation(activation)]
                 if dropout > 0:
