@@ -21,9 +21,23 @@ def register() -> None:
     if not OmegaConf.has_resolver("cnnlab_root"):
         OmegaConf.register_new_resolver("cnnlab_root", lambda: str(project_root()))
     # conf/hydra/default.yaml's run dir uses the resume resolvers: every entry point needs them.
-    from cnnlab.resume import register_resolvers
+    # cnnlab.resume imports Lightning (seconds), so it is imported only when they are resolved.
+    if not OmegaConf.has_resolver("cnnlab_run_dir"):
+        OmegaConf.register_new_resolver("cnnlab_run_dir", _run_dir)
+    if not OmegaConf.has_resolver("cnnlab_hydra_subdir"):
+        OmegaConf.register_new_resolver("cnnlab_hydra_subdir", _hydra_subdir)
 
-    register_resolvers()
+
+def _run_dir(resume: str | None, ckpt_path: str | None, default: str) -> str:
+    from cnnlab.resume import run_dir_resolver
+
+    return run_dir_resolver(resume, ckpt_path, default)
+
+
+def _hydra_subdir(resume: str | None, ckpt_path: str | None) -> str | None:
+    from cnnlab.resume import hydra_subdir_resolver
+
+    return hydra_subdir_resolver(resume, ckpt_path)
 
 
 register()

@@ -74,26 +74,20 @@ def continued_run_dir(resume: str | None, ckpt_path: str | None) -> Path | None:
     return None
 
 
-def _run_dir_resolver(resume: str | None, ckpt_path: str | None, default: str) -> str:
+def run_dir_resolver(resume: str | None, ckpt_path: str | None, default: str) -> str:
     # An invalid resume= falls back to a fresh run dir: the error is recorded there, and the
     # directory the user named is left exactly as it was.
     continued = continued_run_dir(resume, ckpt_path)
     return str(continued) if continued is not None else default
 
 
-def _hydra_subdir_resolver(resume: str | None, ckpt_path: str | None) -> str | None:
+def hydra_subdir_resolver(resume: str | None, ckpt_path: str | None) -> str | None:
     # null: Hydra writes no .hydra/ snapshot, so the continued run keeps its original one.
     return None if continued_run_dir(resume, ckpt_path) is not None else ".hydra"
 
 
-def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("cnnlab_run_dir"):
-        OmegaConf.register_new_resolver("cnnlab_run_dir", _run_dir_resolver)
-    if not OmegaConf.has_resolver("cnnlab_hydra_subdir"):
-        OmegaConf.register_new_resolver("cnnlab_hydra_subdir", _hydra_subdir_resolver)
-
-
-register_resolvers()
+# The two functions above are the resolvers cnnlab_run_dir and cnnlab_hydra_subdir
+# (registered by cnnlab.resolvers).
 
 
 # --- what the command line asked for --------------------------------------------------------------

@@ -1,6 +1,9 @@
 """Fashion-MNIST and MNIST: IDX reading, sources, and the tensor-resident DataModule."""
 
-from cnnlab.data.datamodule import IDXDataModule
+from __future__ import annotations
+
+from typing import Any
+
 from cnnlab.data.idx import IDXFormatError, read_idx, write_idx
 from cnnlab.data.sources import DATASETS, DatasetNotFoundError, load_split, locate
 
@@ -14,3 +17,13 @@ __all__ = [
     "read_idx",
     "write_idx",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The DataModule needs Lightning (seconds to import); `python -m cnnlab.data`, which `make
+    # data` runs before every train/test, only needs the readers.
+    if name == "IDXDataModule":
+        from cnnlab.data.datamodule import IDXDataModule
+
+        return IDXDataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
