@@ -3,6 +3,8 @@ them, with tiny real-data settings so a training run takes seconds."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,3 +59,14 @@ def randomise_batch_norm(model: nn.Module) -> None:
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0.0, 0.2)
+
+
+def run_command(command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    """Run a command line as a user would (a subprocess), capturing its text output."""
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
+    )

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from functools import partial
 from pathlib import Path
@@ -29,6 +27,7 @@ from cnnlab.errors import ConfigError
 from cnnlab.models import GoogLeNet, LeNet
 from cnnlab.resolvers import project_root
 from cnnlab.train import build_model
+from conftest import run_command
 
 CONF_DIR = project_root() / "conf"
 # A fixed machine so that the tests do not spend time measuring this one.
@@ -257,13 +256,7 @@ def test_module_entry_point_with_compare_flag(tmp_path: Path) -> None:
         *GIVEN_MACHINE,
         f"hydra.run.dir={tmp_path}",
     ]
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"},
-    )
+    done = run_command(command, COLUMNS="200")
     assert done.returncode == 0, done.stderr[-2000:]
     rows = json.loads((tmp_path / "analysis.json").read_text())["compare"]
     assert [r["model"] for r in rows] == ["lenet", "googlenet"]
@@ -272,7 +265,7 @@ def test_module_entry_point_with_compare_flag(tmp_path: Path) -> None:
 
 def test_module_entry_point_user_error_is_one_paragraph(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "cnnlab.analyze", "model=alexnet", f"hydra.run.dir={tmp_path}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = run_command(command)
     assert done.returncode == 1
     assert "Traceback" not in done.stdout + done.stderr
     assert "Set dataset.image_size=" in done.stdout

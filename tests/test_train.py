@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from torch import nn
 from cnnlab.errors import ConfigError
 from cnnlab.lit import LitClassifier
 from cnnlab.train import run
+from conftest import run_command
 
 RESULT_KEYS = {
     "status",
@@ -127,13 +126,7 @@ def test_console_script_end_to_end(tmp_path: Path) -> None:
         "trainer.enable_progress_bar=false",
         f"hydra.run.dir={tmp_path}",
     ]
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
+    done = run_command(command)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["overrides"][0] == "dataset.train_subset=1000"
@@ -143,12 +136,7 @@ def test_console_script_end_to_end(tmp_path: Path) -> None:
 
 def test_console_script_user_error_is_one_paragraph(tmp_path: Path) -> None:
     exe = Path(sys.executable).with_name("cnnlab-train")
-    done = subprocess.run(
-        [str(exe), "dataset.image_size=4", f"hydra.run.dir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_command([str(exe), "dataset.image_size=4", f"hydra.run.dir={tmp_path}"])
     assert done.returncode == 1
     assert "Traceback" not in done.stdout + done.stderr
     assert "smallest input this model accepts is 12x12" in done.stdout
