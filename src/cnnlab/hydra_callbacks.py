@@ -8,7 +8,6 @@ other processes or on other machines (submitit/SLURM), and for jobs a resumed sw
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cnnlab.resume import RESULTS_FILE
+from cnnlab.resume import RESULTS_FILE, read_results
 
 # A job ends the sweep as failed unless it recorded one of these.
 FINISHED = ("ok", "diverged")
@@ -39,9 +38,8 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def job_outcome(job_dir: Path) -> JobOutcome:
-    try:
-        results: dict[str, Any] = json.loads((job_dir / RESULTS_FILE).read_text())
-    except (OSError, ValueError):
+    results = read_results(job_dir)
+    if results is None:
         return JobOutcome(
             job_dir.name,
             "missing",

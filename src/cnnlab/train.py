@@ -36,7 +36,7 @@ from cnnlab.checkpoints import RunCheckpointing, check_checkpoint_fits, checkpoi
 from cnnlab.data import DatasetNotFoundError, IDXFormatError
 from cnnlab.errors import ConfigError
 from cnnlab.lit import DivergedError, LitClassifier
-from cnnlab.resume import RESULTS_FILE, RunPlan, plan_run, run_overrides
+from cnnlab.resume import RESULTS_FILE, RunPlan, plan_run, read_results, run_overrides
 from cnnlab.runinfo import device_description, is_multirun
 
 USER_ERRORS = (ConfigError, DatasetNotFoundError, IDXFormatError)
@@ -314,7 +314,9 @@ def record_failure(cfg: DictConfig, err: BaseException) -> None:
     except Exception:  # noqa: BLE001 - the config itself may be what failed
         return
     results_path = run_dir / RESULTS_FILE
-    earlier_outcome = results_path.exists() and _status(results_path) != "failed"
+    earlier_outcome = (
+        results_path.exists() and (read_results(run_dir) or {}).get("status") != "failed"
+    )
     if earlier_outcome and isinstance(err, USER_ERRORS):
         return
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -331,13 +333,6 @@ def record_failure(cfg: DictConfig, err: BaseException) -> None:
             "overrides": run_overrides(),
         },
     )
-
-
-def _status(results_path: Path) -> str | None:
-    try:
-        return json.loads(results_path.read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 @hydra.main(

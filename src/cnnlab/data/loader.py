@@ -17,8 +17,6 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-AUG_COLUMNS = 3  # per sample: flip (0/1), crop row offset, crop column offset
-
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     # A fresh generator per (seed, epoch): no hidden state carried from one epoch to the next.
