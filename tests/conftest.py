@@ -3,8 +3,11 @@ them, with tiny real-data settings so a training run takes seconds."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +31,27 @@ TINY = [
     "trainer.enable_progress_bar=false",
     "trainer.enable_model_summary=false",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The session decodes the datasets into a cache of its own (cnnlab.data.cache), never the
+    # user's; the cnnlab-train and make subprocesses of the tests inherit it.
+    os.environ["CNNLAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="cnnlab-test-cache-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.pop("CNNLAB_CACHE_DIR", ""), ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The Optuna sweeper is an optional extra (it brings SciPy, +0.7 s on every start-up): its
+    # tests say how to run them rather than fail where it is not installed.
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
+        return
+    skip = pytest.mark.skip(reason="Optuna sweeper not installed: make test-optuna")
+    for item in items:
+        if "optuna" in item.keywords:
+            item.add_marker(skip)
 
 
 def compose_config(overrides: list[str], output_dir: Path | None = None) -> DictConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cnnlab.data import cache
 from cnnlab.data.idx import IDXFormatError, read_idx, write_idx
 from cnnlab.data.sources import DATASETS, DatasetNotFoundError, load_split, locate
 
@@ -13,6 +14,7 @@ __all__ = [
     "IDXDataModule",
     "IDXFormatError",
     "load_split",
+    "cache",
     "locate",
     "read_idx",
     "write_idx",

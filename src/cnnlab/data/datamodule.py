@@ -11,7 +11,7 @@ import torch
 
 from cnnlab.data.loader import IndexBatchLoader, epoch_generator
 from cnnlab.data.sources import get_spec, load_split, locate
-from cnnlab.data.transforms import augment_uint8, to_model_input
+from cnnlab.data.transforms import augment_uint8, pixel_mean_std, to_model_input
 
 AUGMENTS = ("hflip", "crop")
 CROP_SHIFT = 4  # pixels of zero padding for the random shifted crop, at 28 px
@@ -89,8 +89,7 @@ class IDXDataModule(L.LightningDataModule):
         val_idx, train_idx = order[: self.val_size], order[self.val_size :]
         train_images = images[train_idx]
         if self.normalize:
-            as_float = train_images.to(torch.float32).div_(255.0)
-            self.mean, self.std = float(as_float.mean()), float(as_float.std())
+            self.mean, self.std = pixel_mean_std(train_images)
         if self.train_subset:
             train_idx = train_idx[: self.train_subset]
             train_images = images[train_idx]

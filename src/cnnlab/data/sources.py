@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.data.idx import read_idx
+from cnnlab.data.cache import read_idx_cached
 from cnnlab.resolvers import project_root
 
 SPLIT_FILES = {
@@ -126,8 +126,8 @@ def _load_split_cached(folder: str, split: str) -> tuple[torch.Tensor, torch.Ten
     image_stem, label_stem = SPLIT_FILES[split]
     image_path = _find_file(Path(folder), image_stem)
     label_path = _find_file(Path(folder), label_stem)
-    images = read_idx(image_path, expected_ndim=3)
-    labels = read_idx(label_path, expected_ndim=1).long()
+    images = read_idx_cached(image_path, expected_ndim=3)
+    labels = read_idx_cached(label_path, expected_ndim=1).long()
     if images.shape[0] != labels.shape[0]:
         raise ValueError(
             f"{image_path} has {images.shape[0]:,} images but {label_path} has "
