@@ -7,7 +7,8 @@ ARGS   ?=
 DIR    ?= outputs
 
 .DEFAULT_GOAL := help
-.PHONY: help install data train test test-all bench lint tensorboard clean
+.PHONY: help install install-optuna install-slurm data train test test-all test-optuna bench lint \
+	tensorboard clean
 
 help:  ## list the targets
 	@awk -F':.*## ' '/^##@ / {printf "\n%s\n", substr($$0, 5)} \
@@ -20,6 +21,14 @@ $(STAMP): pyproject.toml
 	touch $@
 
 install: $(STAMP)  ## create .venv and install cnnlab with its dev tools
+
+# Optional extras (pyproject.toml), each added to .venv once.
+$(VENV)/.installed-extra-%: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,$*]'
+	touch $@
+
+install-optuna: $(VENV)/.installed-extra-optuna  ## add Hydra's Optuna sweeper (hparams_search=...; +0.7 s start-up: SciPy)
+install-slurm: $(VENV)/.installed-extra-slurm  ## add Hydra's SLURM launcher (hydra/launcher=slurm)
 
 data: install  ## make sure Fashion-MNIST (and MNIST where available) can be read
 	@$(BIN)/python -m cnnlab.data --no-download --quiet fashion_mnist \
@@ -35,8 +44,11 @@ train: data  ## train the default job (seed LeNet recipe); overrides: make train
 test: data  ## run the test suite (fast tests; `make test-all` adds the slow ones)
 	$(BIN)/python -m pytest $(ARGS)
 
-test-all: data  ## run every test, slow ones included
+test-all: data install-optuna  ## run every test, slow and Optuna ones included
 	$(BIN)/python -m pytest -m '' $(ARGS)
+
+test-optuna: data install-optuna  ## the tests of the Optuna search (installs the optuna extra)
+	$(BIN)/python -m pytest -m 'optuna and not slow' $(ARGS)
 
 bench: data  ## throughput: course DataLoader loop vs cnnlab data path vs full runner (bench.json)
 	$(BIN)/python -m cnnlab.bench $(ARGS)
@@ -132,7 +144,7 @@ lenet-epochs: data  ## LeNet II: 5 / 10 / 20 epochs (QUICK=1: 1 / 3 / 6 on the s
 lenet-improved: data  ## LeNet II: the lenet_improved preset (goal: test acc >= 0.91, 10 epochs)
 	s=0; $(call sweep,experiment=lenet_improved,$(QUICK_28)) $(report)
 
-lenet-optuna: data  ## LeNet II: Optuna search of lr and conv widths (20 trials; QUICK=1: 4)
+lenet-optuna: data install-optuna  ## LeNet II: Optuna search of lr and conv widths (20 trials; QUICK=1: 4)
 	s=0; $(call sweep,experiment=lenet_improved hparams_search=lenet_optuna,$(QUICK_28) \
 	  hydra.sweeper.n_trials=4) $(report)
 

@@ -18,7 +18,7 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     sys.argv = ["cnnlab-train", *args]
     code = 0
     try:
-        train.main()
+        train.cli()
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     finally:

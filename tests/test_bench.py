@@ -45,3 +45,10 @@ def test_startup_is_recorded_by_the_runner(make_cfg) -> None:
 
     results = run(make_cfg("++trainer.limit_train_batches=2"))  # test() re-attaches callbacks
     assert results["startup_s"] > 0
+
+
+def test_startup_report_is_the_median_of_the_launches(monkeypatch, tmp_path: Path) -> None:
+    launches = iter([5.1, 4.2, None, 4.6])
+    monkeypatch.setattr(bench, "startup_seconds", lambda out: next(launches))
+    report = bench.startup_report(tmp_path, repeats=4)
+    assert report == {"startup_s": 4.6, "startup_all_runs": [5.1, 4.2, None, 4.6]}

@@ -146,7 +146,10 @@ def test_every_experiment_file_is_used_by_a_target() -> None:
 
 
 @pytest.mark.parametrize("quick", [False, True], ids=["full", "quick"])
-@pytest.mark.parametrize("target", exercise_targets())
+@pytest.mark.parametrize(
+    "target",
+    [pytest.param(t, marks=pytest.mark.optuna) if "optuna" in t else t for t in exercise_targets()],
+)
 def test_target_commands_compose(target: str, quick: bool) -> None:
     """`make -n <target> [QUICK=1]` succeeds, and every job it would launch composes, builds its
     model for its image size and its data module. QUICK=1 marks every training job quick."""
@@ -191,6 +194,7 @@ def test_sweeps_expand_to_the_exercise_variants() -> None:
     assert compose_config(["experiment=lenet_optimizers", "optimizer=adam"]).optimizer.lr == 1e-3
 
 
+@pytest.mark.optuna
 def test_lenet_optuna_search_space() -> None:
     cfg = compose_named("train", ["experiment=lenet_improved", "hparams_search=lenet_optuna"])
     sweeper = cfg.hydra.sweeper
@@ -275,6 +279,7 @@ def test_failed_jobs_are_reported_and_fail_the_target(pool_sweep: tuple[Path, st
 
 
 @pytest.mark.slow
+@pytest.mark.optuna
 def test_optuna_search_through_make(tmp_path: Path) -> None:
     """`make lenet-optuna QUICK=1` with 2 trials on a tiny subset: two job directories, the best
     trial in optimization_results.yaml and in the report."""

@@ -161,3 +161,13 @@ def test_finite_losses_never_raise() -> None:
     for step in range(6):
         lit._check_finite(torch.tensor(0.5), step, step)
     assert int(lit._first_bad_step) == -1
+
+
+def test_a_missing_optional_plugin_gets_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cnnlab import train
+
+    monkeypatch.setattr(train.importlib.util, "find_spec", lambda name: None)
+    hint = train.missing_plugin(["-m", "experiment=lenet_improved", "hparams_search=lenet_optuna"])
+    assert hint and "make install-optuna" in hint and "cnnlab[optuna]" in hint
+    assert "make install-slurm" in train.missing_plugin(["-m", "hydra/launcher=slurm"])
+    assert train.missing_plugin(["hparams_search=null", "model=vgg11"]) is None

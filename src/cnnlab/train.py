@@ -13,8 +13,10 @@ failed job does not stop the sweep; the sweep's summary (cnnlab.hydra_callbacks)
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
+import sys
 import time
 import traceback
 import warnings
@@ -371,5 +373,34 @@ def _run_dir_text(cfg: DictConfig) -> str:
         return "the job's run dir"
 
 
-if __name__ == "__main__":
+# Config choices that need a Hydra plugin from an optional extra: (override, plugin, extra).
+PLUGIN_EXTRAS = (
+    ("hparams_search=", "hydra_plugins.hydra_optuna_sweeper", "optuna"),
+    ("hydra/launcher=slurm", "hydra_plugins.hydra_submitit_launcher", "slurm"),
+)
+
+
+def missing_plugin(args: list[str]) -> str | None:
+    """The install hint for a plugin the command line needs and this environment lacks (Hydra's
+    own message only lists the options it found), or None."""
+    for prefix, module, extra in PLUGIN_EXTRAS:
+        needed = any(a.startswith(prefix) and not a.endswith("=null") for a in args)
+        if needed and importlib.util.find_spec(module) is None:
+            return (
+                f"{prefix.rstrip('=')} needs Hydra's {module.split('.')[-1]} plugin, an optional "
+                f"extra: make install-{extra} (or pip install 'cnnlab[{extra}]')"
+            )
+    return None
+
+
+def cli() -> None:
+    """The ``cnnlab-train`` console script."""
+    hint = missing_plugin(sys.argv[1:])
+    if hint:
+        print(f"error: {hint}", file=sys.stderr)
+        raise SystemExit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()
