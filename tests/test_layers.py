@@ -107,6 +107,21 @@ def test_lrn_keeps_shape_dtype_and_is_differentiable(cls: type[nn.Module]) -> No
     torch.testing.assert_close(layer(y.to(memory_format=torch.channels_last)), layer(y))
 
 
+@pytest.mark.parametrize("n", [1, 2, 5])
+@pytest.mark.parametrize("cls", [InterChannelLRN, IntraChannelLRN])
+def test_lrn_on_channels_last_keeps_the_layout_and_the_numbers(
+    cls: type[nn.Module], n: int
+) -> None:
+    # channels_last is the dataset default: LRN must neither convert to NCHW nor change values.
+    layer = cls(n, k=2.0, alpha=0.1, beta=0.75)
+    x = torch.randn(3, 7, 5, 6, dtype=torch.float64)
+    nhwc = x.to(memory_format=torch.channels_last).requires_grad_()
+    out = layer(nhwc)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, layer(x))
+    assert torch.autograd.gradcheck(layer, (nhwc,))
+
+
 def test_lrn_has_no_parameters_and_the_paper_defaults() -> None:
     layer = InterChannelLRN()
     assert (layer.size, layer.k, layer.alpha, layer.beta) == (5, 2.0, 1e-4, 0.75)

@@ -207,6 +207,15 @@ class InterChannelLRN(_LocalResponseNorm):
 
     def _window_mean_of_squares(self, squares: torch.Tensor) -> torch.Tensor:
         b, c, h, w = squares.shape
+        if squares.is_contiguous(memory_format=torch.channels_last) and not squares.is_contiguous():
+            # channels_last (NHWC): each position's channels already lie side by side, so pool
+            # them as rows of a 1-D signal; no copy to NCHW and back, and the result keeps the
+            # layout of x for the division in forward.
+            rows = squares.permute(0, 2, 3, 1).reshape(b * h * w, 1, c)
+            mean = F.avg_pool1d(
+                rows, self.window, stride=1, padding=self.radius, count_include_pad=True
+            )
+            return mean.reshape(b, h, w, c).permute(0, 3, 1, 2)
         # Channels become the pooled "height" of a one-channel image; positions are independent.
         stacked = squares.reshape(b, 1, c, h * w)
         mean = F.avg_pool2d(
