@@ -171,3 +171,33 @@ def test_ddp_ranks_split_each_epoch(ddp_run: dict[str, Any]) -> None:
         ddp_run["run_dir"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
     )
     assert ckpt["global_step"] == math.ceil(TRAIN / 2 / BATCH)
+
+
+def test_ddp_sweep_keeps_every_rank_in_rank_zeros_sweep_dir(tmp_path: Path) -> None:
+    """`cnnlab-train -m trainer=ddp_cpu ... seed=0,1`: Lightning re-runs the whole command for
+    rank 1, which steps through the same jobs. Its logs land in rank 0's job dirs (no second,
+    later-dated sweep dir), the summary is printed once, by rank 0, and both jobs finish."""
+    command = [
+        str(Path(sys.executable).with_name("cnnlab-train")),
+        "-m",
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        "seed=0,1",
+        "dataset.train_subset=512",
+        "dataset.val_size=128",
+        "dataset.test_subset=256",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        f"paths.root_dir={tmp_path}",
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
+    assert {p.parent.name for p in sweep_dir.glob("*/results.json")} == {"0", "1"}
+    assert {p.parent.name for p in sweep_dir.glob("*/train_ddp_process_1.log")} == {"0", "1"}
+    assert output.count(f"sweep {sweep_dir}: 2 jobs, 2 ok") == 1, output[-4000:]

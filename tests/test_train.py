@@ -26,6 +26,7 @@ RESULT_KEYS = {
     "epochs_completed",
     "params",
     "train_images_per_s",
+    "validation_cost_pct",
     "wall_s",
     "device",
     "overrides",
@@ -35,7 +36,9 @@ RESULT_KEYS = {
 
 def test_fast_dev_run_through_compose(make_cfg) -> None:
     results = run(make_cfg("++trainer.fast_dev_run=true"))
-    assert results["status"] == "ok"
+    assert results["status"] == "ok" and results["validation_cost_pct"] > 0
+    no_val = run(make_cfg("++trainer.fast_dev_run=true", "dataset.val_size=0"))
+    assert no_val["validation_cost_pct"] is None
     assert results["params"] == 61_706
 
 
@@ -58,6 +61,7 @@ def test_short_real_run_learns_and_writes_results(make_cfg) -> None:
     assert written["test_acc"] == pytest.approx(results["test_acc"])
     assert 0 < written["train_loss"] < 2.3 and 0 < written["test_loss"] < 2.3
     assert written["train_images_per_s"] > 0 and written["wall_s"] > 0
+    assert written["validation_cost_pct"] > 0  # 500 val images after 10,000 training images
     assert "cores" in written["device"] or "NVIDIA" in written["device"]
     assert written["config"]["model"]["activation"] == "relu"
     assert written["peak_memory_mb"] > 50  # the process holds at least the dataset
@@ -171,3 +175,19 @@ def test_a_missing_optional_plugin_gets_an_install_hint(monkeypatch: pytest.Monk
     assert hint and "make install-optuna" in hint and "cnnlab[optuna]" in hint
     assert "make install-slurm" in train.missing_plugin(["-m", "hydra/launcher=slurm"])
     assert train.missing_plugin(["hparams_search=null", "model=vgg11"]) is None
+
+
+def test_extra_ddp_processes_of_a_sweep_use_rank_zeros_sweep_dir(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cnnlab import train
+
+    args = ["-m", "seed=0,1", "hydra.sweep.dir=mine", 'hydra.run.dir="x"']
+    monkeypatch.setenv(train.SWEEP_DIR_ENV, "/runs/sweep dir")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert train.follow_rank_zero_sweep(args) == args  # rank 0 keeps its command line
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert train.follow_rank_zero_sweep(args) == [
+        "-m", "seed=0,1", 'hydra.run.dir="x"', 'hydra.sweep.dir="/runs/sweep dir"'
+    ]  # fmt: skip
+    assert train.follow_rank_zero_sweep(["seed=0"]) == ["seed=0"]  # not a sweep

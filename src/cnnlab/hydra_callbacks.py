@@ -17,6 +17,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cnnlab.resume import RESULTS_FILE, read_results
+from cnnlab.runinfo import is_extra_ddp_process
 
 # A job ends the sweep as failed unless it recorded one of these.
 FINISHED = ("ok", "diverged")
@@ -111,7 +112,10 @@ class SweepReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        if not sweep_dir.is_dir():
+        # Rank 0 reports. An extra DDP process replays the sweep in step with rank 0 and ends
+        # first: its summary would count rank 0's last job as missing, and its exit status 1
+        # would make Lightning's process observer kill rank 0 while it writes that job's results.
+        if not sweep_dir.is_dir() or is_extra_ddp_process():
             return
         outcomes, text = summarise(sweep_dir)
         print(text, flush=True)

@@ -69,6 +69,8 @@ class LitClassifier(L.LightningModule):
         self.history: dict[str, list[float]] = {}
         self._train_images = 0
         self._train_seconds = 0.0
+        self._val_seconds = 0.0
+        self._val_start = 0.0
         self._epoch_start = self._last_batch_end = 0.0
         self._epoch_images = 0
 
@@ -190,10 +192,14 @@ class LitClassifier(L.LightningModule):
         self.log("train/images_per_s", images / max(seconds, 1e-9), sync_dist=True)
         self._finish("train")
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_start = time.perf_counter()
+
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
             return
-        values = self._finish("val")
+        values = self._finish("val")  # float(compute()) waits for the device: the time is whole
+        self._val_seconds += time.perf_counter() - self._val_start
         self.best_val_acc = max(self.best_val_acc, values["val/acc"])
         self.log("hp_metric", self.best_val_acc, sync_dist=True)
 
@@ -208,6 +214,7 @@ class LitClassifier(L.LightningModule):
             "best_val_acc": self.best_val_acc,
             "train_images": self._train_images,
             "train_seconds": self._train_seconds,
+            "val_seconds": self._val_seconds,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -217,10 +224,19 @@ class LitClassifier(L.LightningModule):
             self.best_val_acc = state["best_val_acc"]
             self._train_images = state["train_images"]
             self._train_seconds = state["train_seconds"]
+            self._val_seconds = state.get("val_seconds", 0.0)
 
     @property
     def train_images_per_s(self) -> float:
         return self._train_images / self._train_seconds if self._train_seconds else 0.0
+
+    @property
+    def validation_cost_pct(self) -> float | None:
+        """Time spent validating, as a percentage of the time spent training (None: no training
+        or no validation)."""
+        if not self._train_seconds or not self._val_seconds:
+            return None
+        return 100.0 * self._val_seconds / self._train_seconds
 
     # --- optimisation
     def configure_optimizers(self) -> torch.optim.Optimizer | dict:

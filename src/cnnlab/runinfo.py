@@ -39,3 +39,9 @@ def is_multirun() -> bool:
     from hydra.types import RunMode
 
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def is_extra_ddp_process() -> bool:
+    """True in the processes Lightning starts for ranks 1.. of a local DDP run (it sets
+    LOCAL_RANK for them), and in the non-zero ranks of torchrun or SLURM launches."""
+    return os.environ.get("LOCAL_RANK", "0") != "0"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -39,9 +40,10 @@ from cnnlab.data import DatasetNotFoundError, IDXFormatError
 from cnnlab.errors import ConfigError
 from cnnlab.lit import DivergedError, LitClassifier
 from cnnlab.resume import RESULTS_FILE, RunPlan, plan_run, read_results, run_overrides
-from cnnlab.runinfo import device_description, is_multirun
+from cnnlab.runinfo import device_description, is_extra_ddp_process, is_multirun
 
 USER_ERRORS = (ConfigError, DatasetNotFoundError, IDXFormatError)
+SWEEP_DIR_ENV = "CNNLAB_SWEEP_DIR"  # rank 0's sweep dir, for the DDP processes it starts
 
 
 class _NoAdvertising(logging.Filter):
@@ -252,6 +254,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         epochs_completed=trainer.current_epoch,
         params=params,
         train_images_per_s=round(lit.train_images_per_s, 1),
+        validation_cost_pct=(
+            round(lit.validation_cost_pct, 1) if lit.validation_cost_pct is not None else None
+        ),
         wall_s=round(time.perf_counter() - start, 2),
         device=device_description(trainer.strategy.root_device),
         world_size=trainer.world_size,
@@ -341,6 +346,11 @@ def record_failure(cfg: DictConfig, err: BaseException) -> None:
     version_base="1.3", config_path=str(resolvers.project_root() / "conf"), config_name="train"
 )
 def main(cfg: DictConfig) -> float | None:
+    if is_multirun() and not is_extra_ddp_process():
+        from hydra.core.hydra_config import HydraConfig
+
+        # Inherited by the DDP processes Lightning starts: see follow_rank_zero_sweep.
+        os.environ[SWEEP_DIR_ENV] = str(HydraConfig.get().sweep.dir)
     try:
         results = run(cfg)
     except Exception as err:
@@ -393,12 +403,28 @@ def missing_plugin(args: list[str]) -> str | None:
     return None
 
 
+def follow_rank_zero_sweep(args: list[str]) -> list[str]:
+    """The command line of an extra DDP process of a ``-m`` sweep, in rank 0's sweep dir.
+
+    Lightning starts ranks 1.. of a local DDP run by running the same command again, ``-m`` and
+    all, and each such process steps through the same jobs as rank 0. Left alone, Hydra would
+    date its sweep dir by its own (later) start and scatter its logs into a second sweep dir;
+    rank 0 exports its sweep dir, the extra processes use it.
+    """
+    sweep_dir = os.environ.get(SWEEP_DIR_ENV)
+    if not (sweep_dir and is_extra_ddp_process() and ({"-m", "--multirun"} & set(args))):
+        return args
+    kept = [a for a in args if not a.startswith("hydra.sweep.dir=")]
+    return [*kept, f'hydra.sweep.dir="{sweep_dir}"']
+
+
 def cli() -> None:
     """The ``cnnlab-train`` console script."""
     hint = missing_plugin(sys.argv[1:])
     if hint:
         print(f"error: {hint}", file=sys.stderr)
         raise SystemExit(2)
+    sys.argv[1:] = follow_rank_zero_sweep(sys.argv[1:])
     main()
 
 
