@@ -137,6 +137,25 @@ def test_loader_resumes_after_the_batches_training_consumed() -> None:
     assert len(list(resumed)) == len(loader)
 
 
+def test_each_training_batch_draws_from_its_own_seed(make_cfg, tmp_path: Path) -> None:
+    """Dropout of batch k depends on (seed, epoch, k, rank) only: after the hook, the CPU
+    generator is where seeding with batch_seed puts it, whatever was drawn before."""
+    from types import SimpleNamespace
+
+    from cnnlab.checkpoints import RunCheckpointing, batch_seed
+
+    hook = RunCheckpointing(make_cfg("seed=7"), tmp_path, {})
+    trainer = SimpleNamespace(current_epoch=2, global_rank=0)
+    module = SimpleNamespace(device=torch.device("cpu"))
+    torch.rand(5)  # whatever came before
+    hook.on_train_batch_start(trainer, module, None, 3)
+    drawn = torch.rand(4)
+    torch.manual_seed(batch_seed(7, 2, 3, 0))
+    assert torch.equal(drawn, torch.rand(4))
+    hook.on_train_batch_start(trainer, module, None, 4)
+    assert not torch.equal(torch.rand(4), drawn)
+
+
 def test_requeue_safe_command_skips_a_finished_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

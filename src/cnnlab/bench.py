@@ -141,7 +141,7 @@ def cnnlab_data_loop(cfg: Any, device: torch.device, steps: int | None) -> float
     loader = datamodule.train_dataloader()
     batches = (datamodule.on_after_batch_transfer(b, 0) for b in loader)
     model = instantiate(cfg.model).to(device)
-    if cfg.get("channels_last"):
+    if cfg.dataset.channels_last:  # as LitClassifier.setup does: weights in the batches' layout
         model = model.to(memory_format=torch.channels_last)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     return _sgd_steps(model, optimizer, batches, device, steps)
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="training steps per measurement (default: one full epoch)",
     )
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up timing")
     parser.add_argument("--out", type=Path, default=project_root() / "outputs" / "bench")
     args = parser.parse_args(argv)

@@ -140,7 +140,12 @@ class RunCheckpointing(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         seed = batch_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
-        torch.manual_seed(seed)
+        # Only the generators this run draws from. torch.manual_seed would also queue a seeding
+        # of every CUDA/XPU/MTIA device on a machine without them, with a formatted stack trace
+        # each: about 1 ms per batch, 8 % of a LeNet step on a CPU.
+        torch.default_generator.manual_seed(seed)
+        if pl_module.device.type == "cuda":
+            torch.cuda.manual_seed(seed)  # the current device; CUDA is initialised by now
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
