@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from cnnlab.allocator import keep_freed_memory
 from cnnlab.data.sources import SPLIT_FILES, locate
 from cnnlab.resolvers import project_root
 from cnnlab.runinfo import device_description
@@ -280,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=project_root() / "outputs" / "bench")
     args = parser.parse_args(argv)
 
+    # cnnlab-train's allocator settings, for all three loops alike: the comparison is of the
+    # loops, on the same process (see cnnlab.allocator).
+    malloc_tuned = keep_freed_memory()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     models = args.models or (["lenet"] if device.type == "cpu" else list(CASES))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -287,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "device": device_description(device),
         "torch": torch.__version__,
+        "malloc_keeps_freed_memory": malloc_tuned,
         "cases": [],
     }
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:

@@ -33,6 +33,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException, SI
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab import resolvers
+from cnnlab.allocator import keep_freed_memory
 from cnnlab.analysis.min_size import forward_error, min_input_size
 from cnnlab.callbacks import diagnostic_callbacks
 from cnnlab.checkpoints import RunCheckpointing, check_checkpoint_fits, checkpoint_meta
@@ -425,6 +426,7 @@ def cli() -> None:
         print(f"error: {hint}", file=sys.stderr)
         raise SystemExit(2)
     sys.argv[1:] = follow_rank_zero_sweep(sys.argv[1:])
+    keep_freed_memory()  # before training allocates anything: see cnnlab.allocator
     main()
 
 
