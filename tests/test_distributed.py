@@ -84,16 +84,36 @@ def test_eval_shards_partition_an_uneven_split() -> None:
 TRAIN, BATCH, VAL, TEST, EVAL_BATCH = 2000, 64, 501, 1001, 100
 
 
+def train_two_processes(
+    root: Path, *overrides: str, sweep: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``cnnlab-train [-m] trainer=ddp_cpu trainer.devices=2 <overrides>`` for one epoch, as a
+    user runs it, with every output under ``root``."""
+    command = [
+        str(Path(sys.executable).with_name("cnnlab-train")),
+        *(["-m"] if sweep else []),
+        "trainer=ddp_cpu",
+        "trainer.devices=2",
+        *overrides,
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        f"paths.root_dir={root}",
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """`cnnlab-train trainer=ddp_cpu trainer.devices=2` as a user types it, run dir by Hydra's
     default naming (under paths.root_dir): rank 1 must find rank 0's directory by itself.
     Odd val/test sizes and 100-image eval batches give the ranks uneven shards and batch counts."""
     root = tmp_path_factory.mktemp("ddp")
-    command = [
-        str(Path(sys.executable).with_name("cnnlab-train")),
-        "trainer=ddp_cpu",
-        "trainer.devices=2",
+    done = train_two_processes(
+        root,
         "ablation=[relu,max_pool,batch_norm]",
         "optimizer.lr=0.1",
         f"dataset.batch_size={BATCH}",
@@ -101,15 +121,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         f"dataset.train_subset={TRAIN}",
         f"dataset.val_size={VAL}",
         f"dataset.test_subset={TEST}",
-        "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        f"paths.root_dir={root}",
-    ]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )  # fmt: skip
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     run_dirs = [p.parent for p in root.rglob("results.json")]
     assert len(run_dirs) == 1, f"results.json written {len(run_dirs)} times: {run_dirs}"
@@ -177,24 +189,14 @@ def test_ddp_sweep_keeps_every_rank_in_rank_zeros_sweep_dir(tmp_path: Path) -> N
     """`cnnlab-train -m trainer=ddp_cpu ... seed=0,1`: Lightning re-runs the whole command for
     rank 1, which steps through the same jobs. Its logs land in rank 0's job dirs (no second,
     later-dated sweep dir), the summary is printed once, by rank 0, and both jobs finish."""
-    command = [
-        str(Path(sys.executable).with_name("cnnlab-train")),
-        "-m",
-        "trainer=ddp_cpu",
-        "trainer.devices=2",
+    done = train_two_processes(
+        tmp_path,
         "seed=0,1",
         "dataset.train_subset=512",
         "dataset.val_size=128",
         "dataset.test_subset=256",
-        "trainer.max_epochs=1",
-        "trainer.enable_progress_bar=false",
-        "trainer.enable_model_summary=false",
-        f"paths.root_dir={tmp_path}",
-    ]
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )  # fmt: skip
+        sweep=True,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     (sweep_dir,) = (tmp_path / "outputs" / "multirun").glob("*/*")
