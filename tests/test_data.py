@@ -48,6 +48,15 @@ def test_train_batches_shapes_and_normalisation(fashion: IDXDataModule) -> None:
     assert abs(float(images.mean())) < 0.15 and 0.85 < float(images.std()) < 1.15
 
 
+def test_batches_already_on_the_device_are_passed_through(fashion: IDXDataModule) -> None:
+    batch = next(iter(fashion.train_dataloader()))
+    same = fashion.transfer_batch_to_device(batch, torch.device("cpu"), 0)
+    assert all(a is b for a, b in zip(same, batch, strict=True))
+    # Elsewhere, Lightning's own transfer moves them (the meta device stands in for a GPU).
+    moved = fashion.transfer_batch_to_device(batch, torch.device("meta"), 0)
+    assert [t.device.type for t in moved] == ["meta", "meta"]
+
+
 def test_permutation_depends_only_on_seed_and_epoch(fashion: IDXDataModule) -> None:
     images, labels = fashion.splits["train"]
 

@@ -191,3 +191,19 @@ def test_extra_ddp_processes_of_a_sweep_use_rank_zeros_sweep_dir(
         "-m", "seed=0,1", 'hydra.run.dir="x"', 'hydra.sweep.dir="/runs/sweep dir"'
     ]  # fmt: skip
     assert train.follow_rank_zero_sweep(["seed=0"]) == ["seed=0"]  # not a sweep
+
+
+def test_trainer_gets_the_cheap_no_op_profiler_unless_one_is_asked_for(
+    make_cfg, tmp_path: Path
+) -> None:
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from cnnlab.profiler import NoOpProfiler
+    from cnnlab.train import make_trainer
+
+    trainer = make_trainer(make_cfg(), tmp_path)
+    assert isinstance(trainer.profiler, NoOpProfiler)
+    with trainer.profiler.profile("a hook"), trainer.profiler.profile("a nested one"):
+        pass
+    asked = make_trainer(make_cfg("++trainer.profiler=simple"), tmp_path)
+    assert isinstance(asked.profiler, SimpleProfiler)

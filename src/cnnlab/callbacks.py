@@ -14,8 +14,6 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from cnnlab.timing import process_age
-
 
 class PeakMemory(L.Callback):
     """Peak memory of the run: CUDA's peak allocation on a GPU, the process's peak RSS on CPU."""
@@ -151,19 +149,3 @@ def diagnostic_callbacks(diagnostics: DictConfig | dict | None) -> list[L.Callba
             )
         )
     return callbacks
-
-
-class StartupTimer(L.Callback):
-    """Records ``startup_s`` (process start to the first training step) for results.json:
-    imports, config, data loading and model building, everything a user waits through."""
-
-    def __init__(self) -> None:
-        self.startup_s: float | None = None
-
-    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        if self.startup_s is None:
-            age = process_age()
-            self.startup_s = round(age, 2) if age is not None else None
-
-    def results_extras(self) -> dict[str, Any]:
-        return {"startup_s": self.startup_s}

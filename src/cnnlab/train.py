@@ -40,6 +40,7 @@ from cnnlab.checkpoints import RunCheckpointing, check_checkpoint_fits, checkpoi
 from cnnlab.data import DatasetNotFoundError, IDXFormatError
 from cnnlab.errors import ConfigError
 from cnnlab.lit import DivergedError, LitClassifier
+from cnnlab.profiler import NoOpProfiler
 from cnnlab.resume import RESULTS_FILE, RunPlan, plan_run, read_results, run_overrides
 from cnnlab.runinfo import device_description, is_extra_ddp_process, is_multirun
 
@@ -164,6 +165,8 @@ def make_trainer(
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     if cfg.get("deterministic"):
         trainer_args["deterministic"] = True
+    if trainer_args.get("profiler") is None:
+        trainer_args["profiler"] = NoOpProfiler()
     try:
         return L.Trainer(
             **trainer_args, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir)
@@ -258,6 +261,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         validation_cost_pct=(
             round(lit.validation_cost_pct, 1) if lit.validation_cost_pct is not None else None
         ),
+        startup_s=lit.startup_s,
         wall_s=round(time.perf_counter() - start, 2),
         device=device_description(trainer.strategy.root_device),
         world_size=trainer.world_size,
