@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
+
 from cnnlab import bench
 
 
@@ -52,3 +54,28 @@ def test_startup_report_is_the_median_of_the_launches(monkeypatch, tmp_path: Pat
     monkeypatch.setattr(bench, "startup_seconds", lambda out: next(launches))
     report = bench.startup_report(tmp_path, repeats=4)
     assert report == {"startup_s": 4.6, "startup_all_runs": [5.1, 4.2, None, 4.6]}
+
+
+def test_paired_ratio_is_the_median_of_per_repeat_ratios() -> None:
+    assert bench.paired_ratio([2.0, 4.0, 9.0], [1.0, 2.0, 3.0]) == 2.0
+
+
+def test_loop_b_starts_from_the_runners_weights(make_cfg, monkeypatch) -> None:
+    """(b) and (c) compute the same numbers, so the bench compares the framework, not work."""
+    from cnnlab import lit
+    from cnnlab.train import run
+
+    cfg = make_cfg("++trainer.limit_train_batches=1", "test=false")
+    seen: dict[str, dict[str, torch.Tensor]] = {}
+    original = lit.LitClassifier.on_train_start
+
+    def remember(self: lit.LitClassifier) -> None:
+        seen["runner"] = {k: v.clone() for k, v in self.model.state_dict().items()}
+        original(self)
+
+    monkeypatch.setattr(lit.LitClassifier, "on_train_start", remember)
+    run(cfg)
+    torch.manual_seed(cfg.seed + 1)  # whatever the RNG held before
+    mine = bench.runner_initial_model(cfg).state_dict()
+    assert seen["runner"].keys() == mine.keys()
+    assert all(torch.equal(seen["runner"][k], mine[k]) for k in mine)

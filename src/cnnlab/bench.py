@@ -7,13 +7,15 @@ every student writes, on the same machine, model, batch size and number of steps
     transforms on the training device, channels_last);
 (c) cnnlab's full runner (``cnnlab.train.run``: Lightning Trainer, TensorBoard logging on).
 
-The three run interleaved, ``repeats`` times; the medians are reported. Also measured: the time
+The three run interleaved (in reverse order every other time), ``repeats`` times; reported are
+the median images/s of each and the median of the per-repeat ratios. Also measured: the time
 from starting ``cnnlab-train`` to its first training step. Results go to ``bench.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import gzip
 import json
 import shutil
@@ -92,6 +94,22 @@ def compose(
     return cfg
 
 
+def runner_initial_model(cfg: Any) -> torch.nn.Module:
+    """The model with the runner's initial weights (it seeds the RNG with ``cfg.seed`` and then
+    builds the model). With cnnlab's seeded batch order, loop (b) then computes the runner's
+    very numbers, so (b) and (c) differ in the framework only, not in the work."""
+    from hydra.utils import instantiate
+
+    torch.manual_seed(cfg.seed)
+    return instantiate(cfg.model)
+
+
+def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
+    """The median of the per-repeat ratios: each pair ran seconds apart, on the same machine
+    state, so this is steadier than a ratio of medians on a machine whose speed drifts."""
+    return statistics.median(x / y for x, y in zip(numerators, denominators, strict=True))
+
+
 def _sgd_steps(model, optimizer, batches, device: torch.device, steps: int | None) -> float:
     """Images per second of a plain PyTorch loop over ``batches`` ((x, y) pairs), from the start
     of the iteration (first batch fetch included, as in a real epoch) to the last step."""
@@ -126,7 +144,7 @@ def reference_loop(cfg: Any, tv_root: Path, device: torch.device, steps: int | N
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=cfg.dataset.batch_size, shuffle=True, num_workers=2
     )
-    model = instantiate(cfg.model).to(device)
+    model = runner_initial_model(cfg).to(device)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     return _sgd_steps(model, optimizer, loader, device, steps)
 
@@ -141,7 +159,7 @@ def cnnlab_data_loop(cfg: Any, device: torch.device, steps: int | None) -> float
     datamodule.splits["train"] = (images.to(device), labels.to(device))
     loader = datamodule.train_dataloader()
     batches = (datamodule.on_after_batch_transfer(b, 0) for b in loader)
-    model = instantiate(cfg.model).to(device)
+    model = runner_initial_model(cfg).to(device)
     if cfg.dataset.channels_last:  # as LitClassifier.setup does: weights in the batches' layout
         model = model.to(memory_format=torch.channels_last)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
@@ -193,13 +211,24 @@ def bench_case(
     work: Path,
 ) -> dict[str, Any]:
     model, size = CASES[name]
-    rates: dict[str, list[float]] = {"reference": [], "cnnlab_data": [], "runner": []}
-    for r in range(repeats):  # interleaved: a slow phase of the machine hits all three alike
+    loops = {
+        "reference": lambda cfg: reference_loop(cfg, tv_root, device, steps),
+        "cnnlab_data": lambda cfg: cnnlab_data_loop(cfg, device, steps),
+        "runner": runner,
+    }
+    rates: dict[str, list[float]] = {k: [] for k in loops}
+    for r in range(repeats):
+        # Interleaved, in reverse order every other repeat: a machine that slows down or speeds
+        # up while the bench runs hits all three alike.
         cfg = compose(model, size, batch_size, steps, work / f"{name}-{r}", [])
-        rates["reference"].append(reference_loop(cfg, tv_root, device, steps))
-        rates["cnnlab_data"].append(cnnlab_data_loop(cfg, device, steps))
-        rates["runner"].append(runner(cfg))
+        for loop in list(loops) if r % 2 == 0 else reversed(loops):
+            gc.collect()  # the last loop's garbage is not collected on this one's clock
+            rates[loop].append(loops[loop](cfg))
     median = {k: statistics.median(v) for k, v in rates.items()}
+
+    def paired(numerator: str, denominator: str) -> float:
+        return paired_ratio(rates[numerator], rates[denominator])
+
     return {
         "model": model,
         "image_size": size,
@@ -208,9 +237,9 @@ def bench_case(
         "repeats": repeats,
         "images_per_s": {k: round(v, 1) for k, v in median.items()},
         "all_runs": {k: [round(x, 1) for x in v] for k, v in rates.items()},
-        "data_path_speedup_b_over_a": round(median["cnnlab_data"] / median["reference"], 2),
-        "runner_speedup_c_over_a": round(median["runner"] / median["reference"], 2),
-        "framework_overhead_pct": round(100 * (1 - median["runner"] / median["cnnlab_data"]), 1),
+        "data_path_speedup_b_over_a": round(paired("cnnlab_data", "reference"), 2),
+        "runner_speedup_c_over_a": round(paired("runner", "reference"), 2),
+        "framework_overhead_pct": round(100 * (1 - paired("runner", "cnnlab_data")), 1),
     }
 
 
@@ -276,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="training steps per measurement (default: one full epoch)",
     )
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up timing")
     parser.add_argument("--out", type=Path, default=project_root() / "outputs" / "bench")
     args = parser.parse_args(argv)
