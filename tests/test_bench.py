@@ -79,3 +79,8 @@ def test_loop_b_starts_from_the_runners_weights(make_cfg, monkeypatch) -> None:
     mine = bench.runner_initial_model(cfg).state_dict()
     assert seen["runner"].keys() == mine.keys()
     assert all(torch.equal(seen["runner"][k], mine[k]) for k in mine)
+
+
+def test_overhead_quartiles_need_two_repeats() -> None:
+    assert bench.overhead_quartiles([90.0], [100.0]) is None
+    assert bench.overhead_quartiles([100.0, 96.0, 92.0, 88.0], [100.0] * 4) == [1.0, 11.0]
