@@ -19,6 +19,7 @@ def test_bench_runs_and_reports(tmp_path: Path) -> None:
                 "--repeats",
                 "1",
                 "--no-startup",
+                "--floor",
                 "--batch-size",
                 "64",
                 "--out",
@@ -37,7 +38,8 @@ def test_bench_runs_and_reports(tmp_path: Path) -> None:
         3,
     )
     assert all(rate > 0 for rate in case["images_per_s"].values())
-    assert set(case["images_per_s"]) == {"reference", "cnnlab_data", "runner"}
+    assert set(case["images_per_s"]) == {"reference", "cnnlab_data", "runner", "lightning_floor"}
+    assert isinstance(case["lightning_floor_overhead_pct"], float)
     expected = case["images_per_s"]["cnnlab_data"] / case["images_per_s"]["reference"]
     assert abs(case["data_path_speedup_b_over_a"] - expected) < 0.01
 

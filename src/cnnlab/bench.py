@@ -5,7 +5,9 @@ every student writes, on the same machine, model, batch size and number of steps
     ``DataLoader(shuffle=True, num_workers=2)`` + a plain PyTorch SGD step;
 (b) the same plain loop over cnnlab's data path (uint8 tensor, index slicing, per-batch
     transforms on the training device, channels_last);
-(c) cnnlab's full runner (``cnnlab.train.run``: Lightning Trainer, TensorBoard logging on).
+(c) cnnlab's full runner (``cnnlab.train.run``: Lightning Trainer, TensorBoard logging on);
+with ``--floor`` also a bare Lightning loop (``Trainer(barebones=True)``, a minimal module):
+how much of (c)'s overhead is Lightning's own.
 
 The three run interleaved (in reverse order every other time), ``repeats`` times; reported are
 the median images/s of each and the median of the per-repeat ratios. Also measured: the time
@@ -173,6 +175,54 @@ def runner(cfg: Any) -> float:
     return float(run(cfg)["train_images_per_s"])
 
 
+def lightning_floor(cfg: Any, steps: int | None) -> float:
+    """(``--floor``) Lightning's own loop with nothing of cnnlab's runner: ``Trainer(barebones=
+    True)`` and a minimal LightningModule (the model, cross-entropy, the optimizer) over cnnlab's
+    data module, from the runner's weights. What any Lightning runner pays on top of (b)."""
+    import lightning as L
+    from hydra.utils import instantiate
+
+    class Minimal(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = runner_initial_model(cfg)
+            self.images, self.start, self.end = 0, 0.0, 0.0
+
+        def setup(self, stage: str) -> None:  # weights in the batches' layout, as the runner
+            if cfg.dataset.channels_last:
+                self.model.to(memory_format=torch.channels_last)
+
+        def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return F.cross_entropy(self.model(x), y)
+
+        def on_train_epoch_start(self) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, outputs: Any, batch: tuple, batch_idx: int) -> None:
+            self.images += batch[1].shape[0]
+            self.end = time.perf_counter()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return instantiate(cfg.optimizer)(self.model.parameters())
+
+    module = Minimal()
+    trainer = L.Trainer(
+        barebones=True,
+        logger=False,
+        enable_checkpointing=False,
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        precision=cfg.trainer.precision,
+        max_epochs=1,
+        limit_train_batches=steps or 1.0,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=instantiate(cfg.dataset))
+    return module.images / (module.end - module.start)
+
+
 def startup_seconds(out: Path) -> float | None:
     """Seconds from launching ``cnnlab-train`` to its first training step (``startup_s`` in the
     run's results.json): imports, config, data (decoded copy cached by an earlier run), model."""
@@ -209,6 +259,7 @@ def bench_case(
     device: torch.device,
     tv_root: Path,
     work: Path,
+    floor: bool = False,
 ) -> dict[str, Any]:
     model, size = CASES[name]
     loops = {
@@ -216,6 +267,8 @@ def bench_case(
         "cnnlab_data": lambda cfg: cnnlab_data_loop(cfg, device, steps),
         "runner": runner,
     }
+    if floor:
+        loops["lightning_floor"] = lambda cfg: lightning_floor(cfg, steps)
     rates: dict[str, list[float]] = {k: [] for k in loops}
     for r in range(repeats):
         # Interleaved, in reverse order every other repeat: a machine that slows down or speeds
@@ -229,7 +282,7 @@ def bench_case(
     def paired(numerator: str, denominator: str) -> float:
         return paired_ratio(rates[numerator], rates[denominator])
 
-    return {
+    case = {
         "model": model,
         "image_size": size,
         "batch_size": batch_size,
@@ -245,6 +298,14 @@ def bench_case(
             rates["runner"], rates["cnnlab_data"]
         ),
     }
+    if floor:
+        case["lightning_floor_overhead_pct"] = round(
+            100 * (1 - paired("lightning_floor", "cnnlab_data")), 1
+        )
+        case["lightning_floor_overhead_pct_quartiles"] = overhead_quartiles(
+            rates["lightning_floor"], rates["cnnlab_data"]
+        )
+    return case
 
 
 def overhead_quartiles(runner: list[float], plain: list[float]) -> list[float] | None:
@@ -295,6 +356,13 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{case['model']}: framework overhead per repeat, quartiles {low:+.1f}% .. "
                 f"{high:+.1f}% over {case['repeats']} repeats (the table: their paired median)"
             )
+        if "lightning_floor_overhead_pct" in case:
+            console.print(
+                f"{case['model']}: bare Lightning (Trainer(barebones=True), minimal module): "
+                f"{case['images_per_s']['lightning_floor']:,.0f}/s, overhead vs (b) "
+                f"{case['lightning_floor_overhead_pct']:+.1f}%: the part of (c)'s that is "
+                "Lightning's own loop"
+            )
     if report.get("startup_s") is not None:
         runs = ", ".join(f"{x:.2f}" for x in report["startup_all_runs"] if x is not None)
         console.print(
@@ -334,6 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--startup-repeats", type=int, default=5, help="cnnlab-train launches")
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up timing")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time a bare Lightning loop (Trainer(barebones=True), minimal module): the "
+        "overhead any Lightning runner has",
+    )
     parser.add_argument("--out", type=Path, default=project_root() / "outputs" / "bench")
     args = parser.parse_args(argv)
 
@@ -355,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in models:
             batch = args.batch_size or (256 if name == "lenet" else 128)
             report["cases"].append(
-                bench_case(name, batch, args.steps, args.repeats, device, tv_root, work)
+                bench_case(name, batch, args.steps, args.repeats, device, tv_root, work, args.floor)
             )
         if not args.no_startup:
             report.update(startup_report(work, args.startup_repeats))
