@@ -68,7 +68,7 @@ def test_fsdp_config_names_lightnings_fsdp_strategy() -> None:
 
 def test_eval_shards_partition_an_uneven_split() -> None:
     # Evaluation keeps every sample exactly once across ranks, even when the shards (and their
-    # batch counts) differ; torchmetrics sums the per-rank counts at compute().
+    # batch counts) differ; LitClassifier adds the ranks' epoch sums at the epoch's end.
     ids = torch.arange(1001)
     shards = [
         [b[1] for b in IndexBatchLoader(ids, ids, 100, shuffle=False, rank=r, world_size=2)]
