@@ -35,7 +35,7 @@ def test_epoch_totals_do_not_keep_the_graph() -> None:
 
 
 def _lit() -> LitClassifier:
-    return LitClassifier(nn.Linear(4, 3), torch.optim.SGD, num_classes=3)
+    return LitClassifier(nn.Linear(4, 3), torch.optim.SGD)
 
 
 def test_nan_loss_on_cpu_raises_at_its_own_step() -> None:

@@ -112,7 +112,7 @@ def test_aux_losses_are_added_in_training() -> None:
             return (self.main(x), [self.aux(x)]) if self.training else self.main(x)
 
     net = TwoHeads()
-    lit = LitClassifier(net, torch.optim.SGD, num_classes=3, aux_weight=0.3)
+    lit = LitClassifier(net, torch.optim.SGD, aux_weight=0.3)
     x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
     loss = lit.training_step((x, y), 0)
     expected = F.cross_entropy(net.main(x), y) + 0.3 * F.cross_entropy(net.aux(x), y)
@@ -150,7 +150,7 @@ def test_console_script_user_error_is_one_paragraph(tmp_path: Path) -> None:
 def test_divergence_flag_read_every_n_steps_keeps_the_first_bad_step() -> None:
     from cnnlab.lit import DivergedError
 
-    lit = LitClassifier(nn.Linear(4, 3), torch.optim.SGD, num_classes=3, divergence_check_every=5)
+    lit = LitClassifier(nn.Linear(4, 3), torch.optim.SGD, divergence_check_every=5)
     losses = [1.0, 1.0, float("nan"), 2.0, float("inf")]
     with pytest.raises(DivergedError) as info:
         for step, value in enumerate(losses):
@@ -161,7 +161,7 @@ def test_divergence_flag_read_every_n_steps_keeps_the_first_bad_step() -> None:
 
 
 def test_finite_losses_never_raise() -> None:
-    lit = LitClassifier(nn.Linear(4, 3), torch.optim.SGD, num_classes=3, divergence_check_every=2)
+    lit = LitClassifier(nn.Linear(4, 3), torch.optim.SGD, divergence_check_every=2)
     for step in range(6):
         lit._check_finite(torch.tensor(0.5), step, step)
     assert int(lit._first_bad_step) == -1

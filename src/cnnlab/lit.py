@@ -82,7 +82,6 @@ class LitClassifier(L.LightningModule):
         model: nn.Module,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
-        num_classes: int = 10,
         label_smoothing: float = 0.0,
         aux_weight: float = 0.3,
         divergence_check_every: int | None = None,
@@ -91,7 +90,6 @@ class LitClassifier(L.LightningModule):
         self.model = model
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing, self.aux_weight = label_smoothing, aux_weight
-        self.num_classes = num_classes
         self.totals = {stage: EpochTotals() for stage in STAGES}
         self._first_bad_step: torch.Tensor | None = None
         self.divergence_check_every = divergence_check_every
@@ -159,7 +157,7 @@ class LitClassifier(L.LightningModule):
 
     def on_train_batch_end(self, outputs: object, batch: tuple, batch_idx: int) -> None:
         # Counted here, not in training_step: L-BFGS runs the step several times per batch.
-        self._update("train", *self._last_train)
+        self.totals["train"].update(*self._last_train)
         self._epoch_images += batch[1].shape[0]
         self._last_batch_end = time.perf_counter()
 
@@ -195,18 +193,13 @@ class LitClassifier(L.LightningModule):
     def _eval_step(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
         logits = self.model(x)
-        self._update(stage, logits, y, self._loss(logits, y))
+        self.totals[stage].update(logits, y, self._loss(logits, y))
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("val", batch)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step("test", batch)
-
-    def _update(
-        self, stage: str, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor
-    ) -> None:
-        self.totals[stage].update(logits, y, loss)
 
     # --- epoch ends: compute, log, remember
     def _finish(self, stage: str) -> dict[str, float]:

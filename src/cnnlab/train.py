@@ -214,7 +214,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         model,
         optimizer=instantiate(cfg.optimizer),
         scheduler=scheduler,
-        num_classes=cfg.dataset.num_classes,
         label_smoothing=cfg.loss.label_smoothing,
         aux_weight=cfg.loss.aux_weight,
     )
