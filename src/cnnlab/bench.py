@@ -282,6 +282,14 @@ def bench_case(
     def paired(numerator: str, denominator: str) -> float:
         return paired_ratio(rates[numerator], rates[denominator])
 
+    def overhead(loop: str) -> tuple[float, list[float] | None]:
+        """Percent slower than (b): the median of the per-repeat pairs, and their quartiles
+        (how far one repeat could be trusted)."""
+        return (
+            round(100 * (1 - paired(loop, "cnnlab_data")), 1),
+            overhead_quartiles(rates[loop], rates["cnnlab_data"]),
+        )
+
     case = {
         "model": model,
         "image_size": size,
@@ -292,19 +300,13 @@ def bench_case(
         "all_runs": {k: [round(x, 1) for x in v] for k, v in rates.items()},
         "data_path_speedup_b_over_a": round(paired("cnnlab_data", "reference"), 2),
         "runner_speedup_c_over_a": round(paired("runner", "reference"), 2),
-        "framework_overhead_pct": round(100 * (1 - paired("runner", "cnnlab_data")), 1),
-        # The spread of the per-repeat overheads: how far one repeat could be trusted.
-        "framework_overhead_pct_quartiles": overhead_quartiles(
-            rates["runner"], rates["cnnlab_data"]
-        ),
     }
+    case["framework_overhead_pct"], case["framework_overhead_pct_quartiles"] = overhead("runner")
     if floor:
-        case["lightning_floor_overhead_pct"] = round(
-            100 * (1 - paired("lightning_floor", "cnnlab_data")), 1
-        )
-        case["lightning_floor_overhead_pct_quartiles"] = overhead_quartiles(
-            rates["lightning_floor"], rates["cnnlab_data"]
-        )
+        (
+            case["lightning_floor_overhead_pct"],
+            case["lightning_floor_overhead_pct_quartiles"],
+        ) = overhead("lightning_floor")
     return case
 
 
