@@ -177,6 +177,17 @@ def test_a_missing_optional_plugin_gets_an_install_hint(monkeypatch: pytest.Monk
     assert train.missing_plugin(["hparams_search=null", "model=vgg11"]) is None
 
 
+def test_no_hydra_plugins_package_still_gets_the_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no Hydra plugin is installed there is no hydra_plugins package, and find_spec of
+    one of its modules raises instead of returning None."""
+    from cnnlab import train
+
+    extras = (("hparams_search=", "cnnlab_no_such_package.hydra_optuna_sweeper", "optuna"),)
+    monkeypatch.setattr(train, "PLUGIN_EXTRAS", extras)
+    assert "make install-optuna" in train.missing_plugin(["hparams_search=lenet_optuna"])
+    assert not train.plugin_installed("optuna")
+
+
 def test_extra_ddp_processes_of_a_sweep_use_rank_zeros_sweep_dir(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -207,3 +218,17 @@ def test_trainer_gets_the_cheap_no_op_profiler_unless_one_is_asked_for(
         pass
     asked = make_trainer(make_cfg("++trainer.profiler=simple"), tmp_path)
     assert isinstance(asked.profiler, SimpleProfiler)
+
+
+def test_deterministic_runs_switch_cudnn_autotuning_off(make_cfg, tmp_path: Path) -> None:
+    """trainer=gpu asks for cuDNN's benchmark mode; deterministic=true must win over it."""
+    from cnnlab.train import make_trainer
+
+    before = torch.backends.cudnn.benchmark
+    try:
+        make_trainer(make_cfg("++trainer.benchmark=true"), tmp_path)
+        assert torch.backends.cudnn.benchmark is True
+        make_trainer(make_cfg("++trainer.benchmark=true", "deterministic=true"), tmp_path)
+        assert torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -94,8 +94,10 @@ class LitClassifier(L.LightningModule):
         self._first_bad_step: torch.Tensor | None = None
         self.divergence_check_every = divergence_check_every
         # Process start to the first training step (results.json): imports, config, data and
-        # model building, everything a user waits through.
+        # model building, everything a user waits through. For the later jobs of a sweep (one
+        # process) the clock starts with the job instead: run() sets job_started_at.
         self.startup_s: float | None = None
+        self.job_started_at: float | None = None
         self.best_val_acc = 0.0
         self.history: dict[str, list[float]] = {}
         self._train_images = 0
@@ -152,13 +154,20 @@ class LitClassifier(L.LightningModule):
 
     def on_train_batch_start(self, batch: tuple, batch_idx: int) -> None:
         if self.startup_s is None:
-            age = process_age()
+            if self.job_started_at is not None:
+                age: float | None = time.perf_counter() - self.job_started_at
+            else:
+                age = process_age()
             self.startup_s = round(age, 2) if age is not None else None
 
     def on_train_batch_end(self, outputs: object, batch: tuple, batch_idx: int) -> None:
         # Counted here, not in training_step: L-BFGS runs the step several times per batch.
         self.totals["train"].update(*self._last_train)
         self._epoch_images += batch[1].shape[0]
+        if self.device.type == "cuda" and batch_idx + 1 == self.trainer.num_training_batches:
+            # The GPU runs behind the Python loop: wait for the epoch's last step, or the epoch's
+            # images/s would count work that is still queued.
+            torch.cuda.synchronize(self.device)
         self._last_batch_end = time.perf_counter()
 
     def _check_finite(self, loss: torch.Tensor, batch_idx: int, global_step: int) -> None:

@@ -57,6 +57,7 @@ class _NoAdvertising(logging.Filter):
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertising())
 TRACEBACK_FILE = "traceback.txt"
+_runs_in_this_process = 0  # sweeps run their jobs one after another in one process
 
 
 def build_model(cfg: DictConfig, image_size: int | None = None) -> torch.nn.Module:
@@ -164,7 +165,8 @@ def make_trainer(
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     if cfg.get("deterministic"):
-        trainer_args["deterministic"] = True
+        # cuDNN's benchmark mode picks algorithms by timing them, which can differ run to run.
+        trainer_args.update(deterministic=True, benchmark=False)
     if trainer_args.get("profiler") is None:
         trainer_args["profiler"] = NoOpProfiler()
     try:
@@ -189,7 +191,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     With ``resume=``/``ckpt_path=`` the run continues from a checkpoint (see cnnlab.resume);
     with ``resume_sweep=true`` a sweep job that already finished is skipped."""
+    global _runs_in_this_process
     start = time.perf_counter()
+    _runs_in_this_process += 1
     plan = plan_run(cfg)
     if plan.previous_results is not None:
         return _skip_finished_job(plan)
@@ -217,6 +221,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         label_smoothing=cfg.loss.label_smoothing,
         aux_weight=cfg.loss.aux_weight,
     )
+    if _runs_in_this_process > 1:  # a later job of a sweep: its start-up began with run()
+        lit.job_started_at = start
     checkpointing = RunCheckpointing(
         cfg, run_dir, checkpoint_meta(cfg, plan.overrides, plan.choices)
     )
@@ -394,12 +400,26 @@ PLUGIN_EXTRAS = (
 )
 
 
+def _importable(module: str) -> bool:
+    # find_spec imports the parent packages first and raises when one is missing: where no Hydra
+    # plugin is installed at all, there is no hydra_plugins package.
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def plugin_installed(extra: str) -> bool:
+    """Whether the Hydra plugin of an optional extra (PLUGIN_EXTRAS: optuna, slurm) is installed."""
+    return all(_importable(module) for _, module, name in PLUGIN_EXTRAS if name == extra)
+
+
 def missing_plugin(args: list[str]) -> str | None:
     """The install hint for a plugin the command line needs and this environment lacks (Hydra's
     own message only lists the options it found), or None."""
     for prefix, module, extra in PLUGIN_EXTRAS:
         needed = any(a.startswith(prefix) and not a.endswith("=null") for a in args)
-        if needed and importlib.util.find_spec(module) is None:
+        if needed and not _importable(module):
             return (
                 f"{prefix.rstrip('=')} needs Hydra's {module.split('.')[-1]} plugin, an optional "
                 f"extra: make install-{extra} (or pip install 'cnnlab[{extra}]')"
