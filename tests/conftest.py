@@ -3,7 +3,6 @@ them, with tiny real-data settings so a training run takes seconds."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -46,7 +45,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The Optuna sweeper is an optional extra (it brings SciPy, +0.7 s on every start-up): its
     # tests say how to run them rather than fail where it is not installed.
-    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
+    from cnnlab.train import plugin_installed
+
+    if plugin_installed("optuna"):
         return
     skip = pytest.mark.skip(reason="Optuna sweeper not installed: make test-optuna")
     for item in items:
