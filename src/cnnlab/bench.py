@@ -39,13 +39,10 @@ from cnnlab.runinfo import device_description
 
 WARMUP_STEPS = 3
 
-# Model config and course image size of each benchmark case.
-CASES: dict[str, tuple[str, int]] = {
-    "lenet": ("lenet", 28),
-    "alexnet": ("alexnet", 224),
-    "vgg11": ("vgg11", 224),
-    "resnet18": ("resnet18", 96),
-}
+# The benchmark cases are the course's seed recipes (experiments/<name>.yaml): model, image size
+# (LeNet 28, AlexNet 224, VGG-11 224, ResNet-18 96 px), batch size and learning rate. The recipe's
+# learning rate matters: the default one (LeNet's 0.9) makes AlexNet diverge in a few steps.
+CASES = ("lenet", "alexnet", "vgg11", "resnet18")
 
 
 def torchvision_root(cache: Path) -> Path:
@@ -68,17 +65,18 @@ def torchvision_root(cache: Path) -> Path:
 
 
 def compose(
-    model: str, image_size: int, batch_size: int, steps: int | None, out: Path, extra: list[str]
+    experiment: str, batch_size: int | None, steps: int | None, out: Path, extra: list[str]
 ) -> Any:
+    """The runner's config for one seed recipe (one epoch, no validation or test); ``batch_size``
+    None keeps the recipe's; ``extra`` overrides (``trainer=gpu`` on a GPU)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
     overrides = [
-        f"model={model}",
-        f"dataset.image_size={image_size}",
-        f"dataset.batch_size={batch_size}",
+        f"experiment={experiment}",
+        *([f"dataset.batch_size={batch_size}"] if batch_size else []),
         "dataset.val_size=0",
         "trainer.max_epochs=1",
         "trainer.enable_progress_bar=false",
@@ -94,6 +92,12 @@ def compose(
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
     return cfg
+
+
+def trainer_overrides(device: torch.device) -> list[str]:
+    """On a GPU the runner (and loop (b) with it) uses cnnlab's GPU recipe, ``trainer=gpu``: bf16
+    autocast and cuDNN autotuning; the reference loop (a) stays as the course writes it."""
+    return ["trainer=gpu"] if device.type == "cuda" else []
 
 
 def runner_initial_model(cfg: Any) -> torch.nn.Module:
@@ -112,9 +116,12 @@ def paired_ratio(numerators: list[float], denominators: list[float]) -> float:
     return statistics.median(x / y for x, y in zip(numerators, denominators, strict=True))
 
 
-def _sgd_steps(model, optimizer, batches, device: torch.device, steps: int | None) -> float:
+def _sgd_steps(
+    model, optimizer, batches, device: torch.device, steps: int | None, bf16: bool = False
+) -> float:
     """Images per second of a plain PyTorch loop over ``batches`` ((x, y) pairs), from the start
-    of the iteration (first batch fetch included, as in a real epoch) to the last step."""
+    of the iteration (first batch fetch included, as in a real epoch) to the last step. ``bf16``:
+    forward and loss under bf16 autocast, as Lightning's ``precision=bf16-mixed`` does."""
     model.train()
     images = 0
     start = time.perf_counter()
@@ -122,7 +129,8 @@ def _sgd_steps(model, optimizer, batches, device: torch.device, steps: int | Non
         if steps is not None and i >= steps:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = F.cross_entropy(model(x), y)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -148,6 +156,9 @@ def reference_loop(cfg: Any, tv_root: Path, device: torch.device, steps: int | N
     )
     model = runner_initial_model(cfg).to(device)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
+    # The course's loop runs with PyTorch's defaults: float32, no cuDNN autotuning (which the
+    # runner, earlier in this process, may have switched on).
+    torch.backends.cudnn.benchmark = False
     return _sgd_steps(model, optimizer, loader, device, steps)
 
 
@@ -165,14 +176,24 @@ def cnnlab_data_loop(cfg: Any, device: torch.device, steps: int | None) -> float
     if cfg.dataset.channels_last:  # as LitClassifier.setup does: weights in the batches' layout
         model = model.to(memory_format=torch.channels_last)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
-    return _sgd_steps(model, optimizer, batches, device, steps)
+    # The runner's numerics and cuDNN setting (trainer=gpu on a GPU), so that (b) and (c) differ
+    # in the framework only.
+    torch.backends.cudnn.benchmark = bool(cfg.trainer.get("benchmark"))
+    return _sgd_steps(model, optimizer, batches, device, steps, bf16=uses_bf16(cfg))
+
+
+def uses_bf16(cfg: Any) -> bool:
+    return str(cfg.trainer.precision).startswith("bf16")
 
 
 def runner(cfg: Any) -> float:
     """(c) cnnlab's full runner: Lightning Trainer, logging on, checkpoints."""
     from cnnlab.train import run
 
-    return float(run(cfg)["train_images_per_s"])
+    results = run(cfg)
+    if results["status"] != "ok":  # a diverged run stops early: its images/s would mean nothing
+        raise RuntimeError(f"the runner's run ended {results['status']}: {results.get('error')}")
+    return float(results["train_images_per_s"])
 
 
 def lightning_floor(cfg: Any, steps: int | None) -> float:
@@ -201,6 +222,8 @@ def lightning_floor(cfg: Any, steps: int | None) -> float:
 
         def on_train_batch_end(self, outputs: Any, batch: tuple, batch_idx: int) -> None:
             self.images += batch[1].shape[0]
+            if self.device.type == "cuda" and batch_idx + 1 == self.trainer.num_training_batches:
+                torch.cuda.synchronize(self.device)  # count the queued GPU work, as the runner
             self.end = time.perf_counter()
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -214,6 +237,7 @@ def lightning_floor(cfg: Any, steps: int | None) -> float:
         accelerator=cfg.trainer.accelerator,
         devices=1,
         precision=cfg.trainer.precision,
+        benchmark=cfg.trainer.get("benchmark"),
         max_epochs=1,
         limit_train_batches=steps or 1.0,
         limit_val_batches=0,
@@ -253,15 +277,18 @@ def startup_report(work: Path, repeats: int) -> dict[str, Any]:
 
 def bench_case(
     name: str,
-    batch_size: int,
+    batch_size: int | None,
     steps: int | None,
     repeats: int,
     device: torch.device,
     tv_root: Path,
     work: Path,
     floor: bool = False,
+    warmup: int = 0,
 ) -> dict[str, Any]:
-    model, size = CASES[name]
+    """``warmup`` untimed rounds of every loop come first: on a GPU, CUDA loads its kernels
+    lazily and cuDNN autotunes each shape once per process, which would land on whichever loop
+    ran first."""
     loops = {
         "reference": lambda cfg: reference_loop(cfg, tv_root, device, steps),
         "cnnlab_data": lambda cfg: cnnlab_data_loop(cfg, device, steps),
@@ -270,13 +297,16 @@ def bench_case(
     if floor:
         loops["lightning_floor"] = lambda cfg: lightning_floor(cfg, steps)
     rates: dict[str, list[float]] = {k: [] for k in loops}
-    for r in range(repeats):
+    overrides = trainer_overrides(device)
+    for r in range(-warmup, repeats):
         # Interleaved, in reverse order every other repeat: a machine that slows down or speeds
         # up while the bench runs hits all three alike.
-        cfg = compose(model, size, batch_size, steps, work / f"{name}-{r}", [])
+        cfg = compose(name, batch_size, steps, work / f"{name}{r}", overrides)
         for loop in list(loops) if r % 2 == 0 else reversed(loops):
             gc.collect()  # the last loop's garbage is not collected on this one's clock
-            rates[loop].append(loops[loop](cfg))
+            rate = loops[loop](cfg)
+            if r >= 0:
+                rates[loop].append(rate)
     median = {k: statistics.median(v) for k, v in rates.items()}
 
     def paired(numerator: str, denominator: str) -> float:
@@ -291,11 +321,12 @@ def bench_case(
         )
 
     case = {
-        "model": model,
-        "image_size": size,
-        "batch_size": batch_size,
+        "model": name,
+        "image_size": cfg.dataset.image_size,
+        "batch_size": cfg.dataset.batch_size,
         "steps": steps or "one epoch",
         "repeats": repeats,
+        "warmup_repeats": warmup,
         "images_per_s": {k: round(v, 1) for k, v in median.items()},
         "all_runs": {k: [round(x, 1) for x in v] for k, v in rates.items()},
         "data_path_speedup_b_over_a": round(paired("cnnlab_data", "reference"), 2),
@@ -387,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
         help="default: lenet on CPU; lenet alexnet vgg11 resnet18 on a GPU",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="default: 256 for LeNet, 128 for the others"
+        "--batch-size", type=int, default=None, help="default: the seed recipe's (128 or 256)"
     )
     parser.add_argument(
         "--steps",
@@ -401,6 +432,13 @@ def main(argv: list[str] | None = None) -> int:
         default=15,
         help="interleaved repeats of the three loops (default 15: one run of the same loop "
         "varies by 10-20 %% on a shared 2-core VM, and the overhead goal is 5 %%)",
+    )
+    parser.add_argument(
+        "--warmup-repeats",
+        type=int,
+        default=None,
+        help="untimed rounds first (default: 1 on a GPU, for lazy kernel loading and cuDNN "
+        "autotuning; 0 on a CPU)",
     )
     parser.add_argument("--startup-repeats", type=int, default=5, help="cnnlab-train launches")
     parser.add_argument("--no-startup", action="store_true", help="skip the start-up timing")
@@ -417,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     # loops, on the same process (see cnnlab.allocator).
     malloc_tuned = keep_freed_memory()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    models = args.models or (["lenet"] if device.type == "cpu" else list(CASES))
+    gpu = device.type == "cuda"
+    models = args.models or (list(CASES) if gpu else ["lenet"])
     args.out.mkdir(parents=True, exist_ok=True)
     tv_root = torchvision_root(project_root() / "data" / "torchvision")
     report: dict[str, Any] = {
@@ -429,10 +468,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="cnnlab-bench-") as tmp:
         work = Path(tmp)
         for name in models:
-            batch = args.batch_size or (256 if name == "lenet" else 128)
-            report["cases"].append(
-                bench_case(name, batch, args.steps, args.repeats, device, tv_root, work, args.floor)
+            case = bench_case(
+                name,
+                args.batch_size,
+                args.steps,
+                args.repeats,
+                device,
+                tv_root,
+                work,
+                floor=args.floor,
+                warmup=args.warmup_repeats if args.warmup_repeats is not None else int(gpu),
             )
+            report["cases"].append(case)
         if not args.no_startup:
             report.update(startup_report(work, args.startup_repeats))
     path = args.out / "bench.json"
