@@ -157,11 +157,36 @@ def measure_cuda_step(
     """Build the model on ``device`` and run one real training step (forward, loss, backward,
     optimizer step); returns the peak (``torch.cuda.max_memory_allocated``) and what is still
     held afterwards (parameters, gradients, optimizer state), both counted from before the
-    model was built. The caching allocator rounds every tensor up to 512 bytes."""
+    model was built. The caching allocator rounds every tensor up to 512 bytes.
+
+    A warm-up step on a throwaway copy comes first: cuBLAS and cuDNN allocate their workspaces
+    (tens of MB on a Hopper GPU) at their first call and keep them for the process, and those
+    belong to the libraries, not to the model."""
+    _one_step(build, factory, input_shape, num_classes, device)
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
+    kept = _one_step(build, factory, input_shape, num_classes, device)
+    torch.cuda.synchronize(device)
+    measured = {
+        "device": torch.cuda.get_device_name(device),
+        "peak_bytes": torch.cuda.max_memory_allocated(device) - base,
+        "after_step_bytes": torch.cuda.memory_allocated(device) - base,
+    }
+    del kept
+    return measured
+
+
+def _one_step(
+    build: Callable[[], nn.Module],
+    factory: OptimizerFactory,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    device: torch.device,
+) -> tuple[nn.Module, torch.optim.Optimizer]:
+    """One training step of a new model on random data; returns the model and the optimizer
+    (what a training run keeps between steps). The batch and activations are freed."""
     model = build().to(device).train()
     # In a dict so that the batch can be freed before "after the step" is read.
     batch = {
@@ -178,10 +203,4 @@ def measure_cuda_step(
 
     optimizer.step(closure)
     batch.clear()
-    torch.cuda.synchronize(device)
-    measured = {
-        "device": torch.cuda.get_device_name(device),
-        "peak_bytes": torch.cuda.max_memory_allocated(device) - base,
-        "after_step_bytes": torch.cuda.memory_allocated(device) - base,
-    }
-    return measured
+    return model, optimizer
