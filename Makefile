@@ -106,7 +106,7 @@ EXERCISES := lenet lenet-pool lenet-kernel lenet-channels lenet-activation lenet
 	lenet-dropout-relu lenet-preprocessing vgg11 vgg-layers vgg-vs-alexnet vgg-image-size \
 	vgg-depth googlenet googlenet-variants googlenet-min-size googlenet-params resnet18 \
 	resnet-depth resnet-bottleneck resnet-preact vanishing-gradient alexnet-lrn lenet-local \
-	lenet-optimizers
+	lenet-optimizers seed-recipes
 .PHONY: $(EXERCISES)
 
 ##@ LeNet (28 px: every item trains on a CPU)
@@ -223,6 +223,11 @@ resnet-bottleneck: data  ## ResNet III: bottleneck vs basic residual blocks
 
 resnet-preact: data  ## ResNet IV: pre-activation vs post-activation blocks
 	s=0; $(call sweep,experiment=resnet_preact,$(QUICK_RESNET)) $(report)
+
+##@ GPU
+SEED_RECIPES ?= lenet$(comma)alexnet$(comma)vgg11$(comma)googlenet$(comma)resnet18
+seed-recipes: data  ## the five seed recipes, 10 epochs each, on one GPU (trainer=gpu; README "Speed")
+	s=0; $(call sweep,experiment=$(SEED_RECIPES) trainer=gpu,$(QUICK_BIG)) $(report)
 
 ##@ Lecture extras
 vanishing-gradient: data  ## Extra: sigmoid vs ReLU, gradient norm per layer
