@@ -9,8 +9,11 @@ every student writes, on the same machine, model, batch size and number of steps
 with ``--floor`` also a bare Lightning loop (``Trainer(barebones=True)``, a minimal module):
 how much of (c)'s overhead is Lightning's own.
 
-The three run interleaved (in reverse order every other time), ``repeats`` times; reported are
-the median images/s of each and the median of the per-repeat ratios. Also measured: the time
+The cases are the course's seed recipes (LeNet on a CPU; also AlexNet, VGG-11 and ResNet-18 on
+a GPU, where (b), (c) and the floor use ``trainer=gpu`` and (a) PyTorch's defaults). The three
+run interleaved (in reverse order every other time), ``repeats`` times, after ``warmup-repeats``
+untimed rounds (one on a GPU); reported are the median images/s of each and the median of the
+per-repeat ratios. Also measured: the time
 from starting ``cnnlab-train`` to its first training step. Results go to ``bench.json``.
 """
 
@@ -36,8 +39,6 @@ from cnnlab.allocator import keep_freed_memory
 from cnnlab.data.sources import SPLIT_FILES, locate
 from cnnlab.resolvers import project_root
 from cnnlab.runinfo import device_description
-
-WARMUP_STEPS = 3
 
 # The benchmark cases are the course's seed recipes (experiments/<name>.yaml): model, image size
 # (LeNet 28, AlexNet 224, VGG-11 224, ResNet-18 96 px), batch size and learning rate. The recipe's
