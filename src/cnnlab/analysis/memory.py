@@ -162,12 +162,33 @@ def measure_cuda_step(
     A warm-up step on a throwaway copy comes first: cuBLAS and cuDNN allocate their workspaces
     (tens of MB on a Hopper GPU) at their first call and keep them for the process, and those
     belong to the libraries, not to the model."""
-    _one_step(build, factory, input_shape, num_classes, device)
+
+    def one_step() -> tuple[nn.Module, torch.optim.Optimizer]:
+        """A new model's step on random data; the model and optimizer are what a run keeps."""
+        model = build().to(device).train()
+        # In a dict so that the batch can be freed before "after the step" is read.
+        batch = {
+            "x": torch.randn(input_shape, device=device),
+            "y": torch.randint(0, num_classes, (input_shape[0],), device=device),
+        }
+        optimizer = factory(model.parameters())
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = training_loss(model(batch["x"]), batch["y"])
+            loss.backward()
+            return loss.detach()
+
+        optimizer.step(closure)
+        batch.clear()
+        return model, optimizer
+
+    one_step()  # the warm-up: its model and optimizer are freed at once
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
-    kept = _one_step(build, factory, input_shape, num_classes, device)
+    kept = one_step()
     torch.cuda.synchronize(device)
     measured = {
         "device": torch.cuda.get_device_name(device),
@@ -176,31 +197,3 @@ def measure_cuda_step(
     }
     del kept
     return measured
-
-
-def _one_step(
-    build: Callable[[], nn.Module],
-    factory: OptimizerFactory,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    device: torch.device,
-) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """One training step of a new model on random data; returns the model and the optimizer
-    (what a training run keeps between steps). The batch and activations are freed."""
-    model = build().to(device).train()
-    # In a dict so that the batch can be freed before "after the step" is read.
-    batch = {
-        "x": torch.randn(input_shape, device=device),
-        "y": torch.randint(0, num_classes, (input_shape[0],), device=device),
-    }
-    optimizer = factory(model.parameters())
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = training_loss(model(batch["x"]), batch["y"])
-        loss.backward()
-        return loss.detach()
-
-    optimizer.step(closure)
-    batch.clear()
-    return model, optimizer
