@@ -147,7 +147,7 @@ def test_reference_loop_runs_with_pytorchs_defaults(tmp_path: Path) -> None:
     """The runner may have switched cuDNN autotuning on in this process; the course's loop
     must not inherit it."""
     cfg = bench.compose("lenet", 16, 1, tmp_path / "run", [])
-    tv_root = bench.torchvision_root(tmp_path / "torchvision")
+    tv_root = bench.torchvision_root()  # the copy the bench itself reads, made once
     before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:

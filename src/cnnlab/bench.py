@@ -46,9 +46,11 @@ from cnnlab.runinfo import device_description
 CASES = ("lenet", "alexnet", "vgg11", "resnet18")
 
 
-def torchvision_root(cache: Path) -> Path:
+def torchvision_root(cache: Path | None = None) -> Path:
     """A torchvision-layout copy (``FashionMNIST/raw``, uncompressed) of the offline files, so
-    the reference loop reads exactly what a student's ``FashionMNIST(root)`` reads."""
+    the reference loop reads exactly what a student's ``FashionMNIST(root)`` reads. Made once,
+    in ``data/torchvision`` of the project unless ``cache`` says otherwise."""
+    cache = cache or project_root() / "data" / "torchvision"
     raw = cache / "FashionMNIST" / "raw"
     source = locate("fashion_mnist", project_root() / "data")
     raw.mkdir(parents=True, exist_ok=True)
@@ -459,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     gpu = device.type == "cuda"
     models = args.models or (list(CASES) if gpu else ["lenet"])
     args.out.mkdir(parents=True, exist_ok=True)
-    tv_root = torchvision_root(project_root() / "data" / "torchvision")
+    tv_root = torchvision_root()
     report: dict[str, Any] = {
         "device": device_description(device),
         "torch": torch.__version__,
