@@ -226,8 +226,8 @@ resnet-preact: data  ## ResNet IV: pre-activation vs post-activation blocks
 
 ##@ GPU
 SEED_RECIPES ?= lenet$(comma)alexnet$(comma)vgg11$(comma)googlenet$(comma)resnet18
-seed-recipes: data  ## the five seed recipes, 10 epochs each, on one GPU (trainer=gpu; README "Speed")
-	s=0; $(call sweep,experiment=$(SEED_RECIPES) trainer=gpu,$(QUICK_BIG)) $(report)
+seed-recipes: data  ## the five seed recipes, 10 epochs each, on one GPU (trainer=gpu, CUDA graphs; README "Speed")
+	s=0; $(call sweep,experiment=$(SEED_RECIPES) trainer=gpu cuda_graphs=true,$(QUICK_BIG)) $(report)
 
 ##@ Lecture extras
 vanishing-gradient: data  ## Extra: sigmoid vs ReLU, gradient norm per layer

@@ -1,17 +1,22 @@
 """The GPU recipe (``trainer=gpu``) on a real CUDA device: data resident and resized on the
-device, bf16 autocast, channels_last, cuDNN autotuning, opt-in torch.compile. Skipped where no
+device, bf16 autocast, channels_last, cuDNN autotuning, opt-in torch.compile and CUDA graphs.
+Skipped where no
 CUDA GPU is visible (CI); run on a GPU machine with ``pytest tests/test_gpu.py``."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from cnnlab import bench
+from cnnlab.cuda_graphs import GraphedTrainingForward
 from cnnlab.lit import LitClassifier
 from cnnlab.train import run
 
@@ -101,3 +106,51 @@ def test_bench_on_the_gpu(tmp_path: Path) -> None:
     (case,) = report["cases"]
     assert (case["model"], case["image_size"]) == ("alexnet", 224)
     assert all(rate > 0 for rate in case["images_per_s"].values())
+
+
+def test_graph_replays_train_like_the_eager_model() -> None:
+    torch.manual_seed(0)
+    eager = nn.Sequential(
+        nn.Conv2d(1, 8, 3),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    ).cuda()
+    graphed_model = copy.deepcopy(eager)
+    graphed = GraphedTrainingForward(graphed_model)
+    batches = [
+        (torch.randn(16, 1, 28, 28, device="cuda"), torch.randint(0, 10, (16,), device="cuda"))
+        for _ in range(5)
+    ]
+    for model, forward in ((eager, eager), (graphed_model, graphed)):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        for x, y in batches:
+            F.cross_entropy(forward(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    assert graphed.replays == 5
+    # Parameters only: the capture's warm-up passes also moved BatchNorm's running statistics.
+    for (name, want), got in zip(eager.named_parameters(), graphed_model.parameters(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_cuda_graphs_run_replays_full_batches_and_learns_like_eager(
+    make_cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forwards: list[GraphedTrainingForward] = []
+    original_init = GraphedTrainingForward.__init__
+
+    def remember(self: GraphedTrainingForward, model: nn.Module) -> None:
+        original_init(self, model)
+        forwards.append(self)
+
+    monkeypatch.setattr(GraphedTrainingForward, "__init__", remember)
+    resnet = ("experiment=resnet18", "dataset.image_size=64", "dataset.batch_size=64")
+    eager = run(make_cfg("trainer=gpu", *resnet))
+    graphed = run(make_cfg("trainer=gpu", "cuda_graphs=true", *resnet))
+    assert graphed["status"] == "ok" and graphed["test_acc"] is not None
+    # 1,500 training images: 23 full batches of 64 replay the graph, the last 28 run eagerly.
+    assert [f.replays for f in forwards] == [23]
+    assert graphed["train_loss"] == pytest.approx(eager["train_loss"], rel=0.05)

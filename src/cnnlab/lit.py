@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.cuda_graphs import GraphedTrainingForward
 from cnnlab.timing import process_age
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -85,9 +86,12 @@ class LitClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         aux_weight: float = 0.3,
         divergence_check_every: int | None = None,
+        cuda_graphs: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
+        # cuda_graphs=true: the training forward/backward replay CUDA graphs (cnnlab.cuda_graphs).
+        self.graphed = GraphedTrainingForward(model) if cuda_graphs else None
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing, self.aux_weight = label_smoothing, aux_weight
         self.totals = {stage: EpochTotals() for stage in STAGES}
@@ -138,7 +142,7 @@ class LitClassifier(L.LightningModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         x, y = batch
-        out = self.model(x)
+        out = self.graphed(x) if self.graphed is not None else self.model(x)
         if isinstance(out, tuple):  # auxiliary classifiers (GoogLeNet): extra weighted losses
             logits, aux_logits = out
             loss = self._loss(logits, y) + sum(

@@ -117,6 +117,23 @@ def _check_trainer(cfg: DictConfig) -> None:
         )
 
 
+def _check_cuda_graphs(cfg: DictConfig, trainer: L.Trainer) -> None:
+    """cuda_graphs=true where cnnlab.cuda_graphs can keep what it promises, or a ConfigError."""
+    if not cfg.get("cuda_graphs"):
+        return
+    why = None
+    if trainer.strategy.root_device.type != "cuda":
+        why = f"it needs a CUDA GPU and this run trains on {trainer.strategy.root_device}"
+    elif trainer.world_size > 1:
+        why = "it is for one GPU (DDP's gradient hooks would run inside the graph)"
+    elif cfg.get("compile"):
+        why = "compile=true is on too (choose one: torch.compile records its own graphs)"
+    elif trainer.accumulate_grad_batches != 1:
+        why = "the replayed backward overwrites the gradients that accumulate_grad_batches adds"
+    if why:
+        raise ConfigError(f"cuda_graphs=true cannot be used here: {why}. Drop cuda_graphs=true.")
+
+
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The config flattened to 'group.key' scalars for TensorBoard's hparams tab."""
     container = OmegaConf.to_container(cfg, resolve=True)
@@ -220,6 +237,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         scheduler=scheduler,
         label_smoothing=cfg.loss.label_smoothing,
         aux_weight=cfg.loss.aux_weight,
+        cuda_graphs=bool(cfg.get("cuda_graphs")),
     )
     if _runs_in_this_process > 1:  # a later job of a sweep: its start-up began with run()
         lit.job_started_at = start
@@ -227,6 +245,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         cfg, run_dir, checkpoint_meta(cfg, plan.overrides, plan.choices)
     )
     trainer = make_trainer(cfg, run_dir, [checkpointing])
+    _check_cuda_graphs(cfg, trainer)
     if trainer.logger is not None:
         trainer.logger.log_hyperparams(flat_hparams(cfg), metrics={"hp_metric": 0.0})
 

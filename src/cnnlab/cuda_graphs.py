@@ -1,0 +1,64 @@
+"""CUDA graphs for the training forward and backward pass (``cuda_graphs=true``).
+
+On a fast GPU the small models of the lecture wait on the CPU, not on the GPU: a GoogLeNet step
+at 96 px launches several hundred kernels (convolutions, ReLUs, bf16 casts, concatenations and
+their gradients), each a few microseconds of GPU work after some 10 us of Python and dispatch.
+A CUDA graph records those launches once and replays them with one call.
+
+The capture is ``torch.cuda.make_graphed_callables``: the model's forward becomes one CUDA graph
+and its backward another, inside one autograd node, so Lightning's loop, the loss, the optimizer
+and the metrics stay as they are. What the graph cannot do runs eagerly, unchanged:
+- eval mode (validation and test): the graph records the training-mode forward only;
+- a batch of another shape than the captured one (the epoch's short last batch).
+
+The capture runs the first training batch four times more (three warm-up passes, in which cuDNN
+autotunes, and the recording), so BatchNorm's running statistics see that batch four extra times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+class GraphedTrainingForward:
+    """Calls ``model`` like ``model(x)``; in training mode, batches shaped like the first one run
+    as a replay of a CUDA graph recorded from that first batch.
+
+    Must first be called inside the training step (Lightning's autocast context is on there, so
+    the graph records the bf16 kernels of ``precision=bf16-mixed``).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.graphed: Callable[[torch.Tensor], object] | None = None
+        self.shape: torch.Size | None = None
+        self.replays = 0  # batches that ran as a graph (tests and curious users)
+
+    def __call__(self, x: torch.Tensor) -> object:
+        if not self.model.training:
+            return self.model(x)
+        if self.graphed is None:
+            self.graphed, self.shape = capture_training_forward(self.model, x), x.shape
+        if x.shape != self.shape:
+            return self.model(x)
+        self.replays += 1
+        return self.graphed(x)
+
+
+def capture_training_forward(model: nn.Module, x: torch.Tensor) -> Callable[..., object]:
+    """The model's training-mode forward (and its backward) recorded as CUDA graphs for batches
+    shaped like ``x``; ``model`` itself keeps its eager forward."""
+    if x.device.type != "cuda":
+        raise RuntimeError(f"cuda_graphs=true needs the batch on a CUDA GPU, got {x.device}")
+    # The graph's static input: later batches are copied into it before each replay.
+    sample = x.detach().clone()
+    # make_graphed_callables replaces model.forward by a function that replays the graph in the
+    # mode it was recorded in. Keep that function for the batches it fits, and give the model its
+    # own forward back for everything else (eval mode, a short last batch).
+    graphed = torch.cuda.make_graphed_callables(model, (sample,), allow_unused_input=True)
+    replay = graphed.forward
+    del model.forward
+    return replay
