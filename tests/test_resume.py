@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cli_runner import run_cli
-from cnnlab.checkpoints import META_KEY
+from cnnlab.checkpoints import META_KEY, break_hard_link
 from cnnlab.data.loader import IndexBatchLoader
 from cnnlab.lit import CHECKPOINT_KEY
 from cnnlab.train import run
@@ -168,3 +168,38 @@ def test_requeue_safe_command_skips_a_finished_run(
     code, output = run_cli([*command, "resume_sweep=true"], capsys)
     assert code == 0 and "already finished (ok): skipped" in output
     assert (run_dir / "results.json").read_bytes() == finished
+
+
+def test_last_checkpoint_links_to_the_best_file_of_the_same_epoch(make_cfg) -> None:
+    """The first epoch always improves val/acc: its state is serialised once, into the best file,
+    and last.ckpt is a second name for it."""
+    results = run(make_cfg("trainer.max_epochs=1"))
+    folder = Path(results["config"]["paths"]["output_dir"]) / "checkpoints"
+    (best,) = folder.glob("best-epoch=*.ckpt")
+    assert best.name == "best-epoch=0.ckpt"
+    assert os.path.samefile(best, folder / "last.ckpt")
+    assert not list(folder.glob("*.link"))
+
+
+def test_an_epoch_without_improvement_writes_last_checkpoint_anew(make_cfg) -> None:
+    # lr far below float32 resolution: the weights, and so val/acc, stay exactly the same.
+    results = run(make_cfg("trainer.max_epochs=2", "optimizer.lr=1e-12"))
+    assert results["history"]["val/acc"][0] == results["history"]["val/acc"][1]
+    folder = Path(results["config"]["paths"]["output_dir"]) / "checkpoints"
+    (best,) = folder.glob("best-epoch=*.ckpt")
+    last = folder / "last.ckpt"
+    assert best.name == "best-epoch=0.ckpt" and not os.path.samefile(best, last)
+    assert os.stat(best).st_nlink == os.stat(last).st_nlink == 1
+    assert torch.load(best, weights_only=True)["epoch"] == 0
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+
+
+def test_break_hard_link_leaves_the_other_name_whole(tmp_path: Path) -> None:
+    best, last = tmp_path / "best.ckpt", tmp_path / "last.ckpt"
+    best.write_bytes(b"epoch 3")
+    os.link(best, last)
+    break_hard_link(last)
+    assert not last.exists() and best.read_bytes() == b"epoch 3"
+    break_hard_link(best)  # the only name: kept
+    break_hard_link(last)  # missing: nothing to do
+    assert best.read_bytes() == b"epoch 3"

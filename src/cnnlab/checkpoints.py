@@ -9,6 +9,7 @@ plain containers only, never arbitrary pickled objects.
 
 from __future__ import annotations
 
+import os
 import pickle
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
@@ -119,6 +121,54 @@ def check_checkpoint_fits(
     )
 
 
+def break_hard_link(path: str | Path) -> None:
+    """Remove ``path`` if it is a hard link to another checkpoint, so that writing it cannot
+    change that other file. (Lightning writes to a temporary file and moves it into place; a
+    move across filesystems copies into the existing file.)"""
+    try:
+        if os.stat(path).st_nlink > 1:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` after every epoch; in an epoch whose state the best-checkpoint callback has
+    just written (it improved val/acc, or there is no validation), a hard link to that file
+    instead of a second serialisation: AlexNet's and VGG-11's checkpoints are ~180 MB each.
+
+    The two files would differ only in this callback's own entry, which holds nothing but the
+    fixed path of last.ckpt. Runs on several processes write as usual.
+    """
+
+    def __init__(self, best: ModelCheckpoint, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.best = best
+
+    def _same_state_file(self, trainer: L.Trainer) -> Path | None:
+        # Lightning's record of the best callback's latest write (no public equivalent); were
+        # it renamed, every epoch is written as usual.
+        if trainer.world_size != 1:
+            return None
+        if getattr(self.best, "_last_global_step_saved", None) != trainer.global_step:
+            return None
+        path = Path(getattr(self.best, "_last_checkpoint_saved", "") or "")
+        return path if path.is_file() else None
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        source = self._same_state_file(trainer)
+        if source is None:
+            break_hard_link(filepath)
+            super()._save_checkpoint(trainer, filepath)
+            return
+        staged = Path(filepath).with_name(Path(filepath).name + ".link")
+        staged.unlink(missing_ok=True)
+        os.link(source, staged)
+        os.replace(staged, filepath)  # last.ckpt is never missing or half-written
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+
+
 class RunCheckpointing(L.Callback):
     """What makes a resumed run equal to an uninterrupted one:
 
@@ -158,6 +208,7 @@ class RunCheckpointing(L.Callback):
         path = checkpoint_dir(self.run_dir) / LAST
         if isinstance(exception, SIGTERMException):
             # Lightning raises this between two batches: the state is consistent.
+            break_hard_link(path)
             trainer.save_checkpoint(path)
             self.interrupted_checkpoint = path
         elif isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:

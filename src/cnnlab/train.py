@@ -36,7 +36,12 @@ from cnnlab import resolvers
 from cnnlab.allocator import keep_freed_memory
 from cnnlab.analysis.min_size import forward_error, min_input_size
 from cnnlab.callbacks import diagnostic_callbacks
-from cnnlab.checkpoints import RunCheckpointing, check_checkpoint_fits, checkpoint_meta
+from cnnlab.checkpoints import (
+    LastCheckpoint,
+    RunCheckpointing,
+    check_checkpoint_fits,
+    checkpoint_meta,
+)
 from cnnlab.data import DatasetNotFoundError, IDXFormatError
 from cnnlab.errors import ConfigError
 from cnnlab.lit import DivergedError, LitClassifier
@@ -157,17 +162,19 @@ def make_trainer(
     """The Trainer of a run: the last and the best checkpoint in ``<run dir>/checkpoints``."""
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 
+    best = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints",
+        filename="best-{epoch}",
+        monitor="val/acc" if cfg.dataset.val_size else None,
+        mode="max",
+    )
     callbacks: list[L.Callback] = [
-        ModelCheckpoint(
-            dirpath=run_dir / "checkpoints",
-            filename="best-{epoch}",
-            monitor="val/acc" if cfg.dataset.val_size else None,
-            mode="max",
-        ),
+        best,
         # last.ckpt after every epoch. Not save_last=True of the one above: since Lightning 2.6
         # that writes last.ckpt only in epochs that improve the best, and a resume would then
-        # repeat every epoch since the best one.
-        ModelCheckpoint(
+        # repeat every epoch since the best one. Runs after `best`, whose file it may link to.
+        LastCheckpoint(
+            best,
             dirpath=run_dir / "checkpoints",
             filename="last",
             monitor=None,
