@@ -170,10 +170,19 @@ def test_requeue_safe_command_skips_a_finished_run(
     assert (run_dir / "results.json").read_bytes() == finished
 
 
-def test_last_checkpoint_links_to_the_best_file_of_the_same_epoch(make_cfg) -> None:
+def test_last_checkpoint_links_to_the_best_file_of_the_same_epoch(
+    make_cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The first epoch always improves val/acc: its state is serialised once, into the best file,
-    and last.ckpt is a second name for it."""
+    and last.ckpt is a second name for it; the loggers hear of both, as of two writes."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    told: list[str] = []
+    monkeypatch.setattr(
+        TensorBoardLogger, "after_save_checkpoint", lambda self, cb: told.append(cb.filename)
+    )
     results = run(make_cfg("trainer.max_epochs=1"))
+    assert told == ["best-{epoch}", "last"]
     folder = Path(results["config"]["paths"]["output_dir"]) / "checkpoints"
     (best,) = folder.glob("best-epoch=*.ckpt")
     assert best.name == "best-epoch=0.ckpt"

@@ -14,6 +14,7 @@ import pickle
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import lightning as L
 import torch
@@ -167,6 +168,8 @@ class LastCheckpoint(ModelCheckpoint):
         os.replace(staged, filepath)  # last.ckpt is never missing or half-written
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
+        for logger in trainer.loggers:  # as after a write (loggers that upload checkpoints)
+            logger.after_save_checkpoint(proxy(self))
 
 
 class RunCheckpointing(L.Callback):
