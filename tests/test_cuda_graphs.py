@@ -3,6 +3,7 @@ configurations it refuses. The replay itself is tested on a GPU (tests/test_gpu.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -23,7 +24,7 @@ class FakeCapture:
         self.captured_shapes: list[tuple[int, ...]] = []
         self.replayed = 0
 
-    def __call__(self, model: nn.Module, x: torch.Tensor):  # noqa: ANN204
+    def __call__(self, model: nn.Module, x: torch.Tensor) -> Callable[[torch.Tensor], object]:
         self.captured_shapes.append(tuple(x.shape))
 
         def replay(batch: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,6 @@
 """The GPU recipe (``trainer=gpu``) on a real CUDA device: data resident and resized on the
 device, bf16 autocast, channels_last, cuDNN autotuning, opt-in torch.compile and CUDA graphs.
-Skipped where no
-CUDA GPU is visible (CI); run on a GPU machine with ``pytest tests/test_gpu.py``."""
+Skipped where no CUDA GPU is visible (CI); on a GPU machine: ``pytest tests/test_gpu.py``."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """CUDA graphs for the training forward and backward pass (``cuda_graphs=true``).
 
-On a fast GPU the small models of the lecture wait on the CPU, not on the GPU: a GoogLeNet step
-at 96 px launches several hundred kernels (convolutions, ReLUs, bf16 casts, concatenations and
-their gradients), each a few microseconds of GPU work after some 10 us of Python and dispatch.
-A CUDA graph records those launches once and replays them with one call.
+On a fast GPU the small models of the lecture can wait on the CPU rather than on the GPU: a
+GoogLeNet step at 96 px launches hundreds of small kernels (convolutions, ReLUs, bf16 casts,
+concatenations and their gradients), each queued by Python and PyTorch's dispatcher. A CUDA graph
+records those launches once and replays them with one call (on an H200 the GoogLeNet seed
+recipe went from 7,239 to 12,888 training images/s; README "On a GPU").
 
 The capture is ``torch.cuda.make_graphed_callables``: the model's forward becomes one CUDA graph
 and its backward another, inside one autograd node, so Lightning's loop, the loss, the optimizer
