@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from cli_runner import run_cli
 from cnnlab.checkpoints import META_KEY, break_hard_link
@@ -170,19 +172,24 @@ def test_requeue_safe_command_skips_a_finished_run(
     assert (run_dir / "results.json").read_bytes() == finished
 
 
-def test_last_checkpoint_links_to_the_best_file_of_the_same_epoch(
-    make_cfg, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The first epoch always improves val/acc: its state is serialised once, into the best file,
-    and last.ckpt is a second name for it; the loggers hear of both, as of two writes."""
-    from lightning.pytorch.loggers import TensorBoardLogger
+class UploadingLogger(TensorBoardLogger):
+    """A logger that reads the checkpoint files when told of them, as W&B's and MLflow's do."""
 
-    told: list[str] = []
-    monkeypatch.setattr(
-        TensorBoardLogger, "after_save_checkpoint", lambda self, cb: told.append(cb.filename)
-    )
-    results = run(make_cfg("trainer.max_epochs=1"))
-    assert told == ["best-{epoch}", "last"]
+    told: list[tuple[str, bool]] = []
+
+    def after_save_checkpoint(self, checkpoint_callback: ModelCheckpoint) -> None:
+        path = Path(checkpoint_callback.best_model_path)
+        self.told.append((checkpoint_callback.filename, path.is_file()))
+
+
+def test_last_checkpoint_links_to_the_best_file_of_the_same_epoch(make_cfg) -> None:
+    """The first epoch always improves val/acc: its state is serialised once, into the best file,
+    and last.ckpt is a second name for it; the loggers hear of both, as of two writes. A logger
+    that looks at the files finds them written: with such a logger, checkpoints are not written
+    in the background."""
+    UploadingLogger.told.clear()
+    results = run(make_cfg("trainer.max_epochs=1", "logger._target_=test_resume.UploadingLogger"))
+    assert UploadingLogger.told == [("best-{epoch}", True), ("last", True)]
     folder = Path(results["config"]["paths"]["output_dir"]) / "checkpoints"
     (best,) = folder.glob("best-epoch=*.ckpt")
     assert best.name == "best-epoch=0.ckpt"

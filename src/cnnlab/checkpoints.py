@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,11 @@ from weakref import proxy
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from cnnlab.checkpoint_writer import CheckpointWriter, break_hard_link
 from cnnlab.errors import ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -122,18 +126,51 @@ def check_checkpoint_fits(
     )
 
 
-def break_hard_link(path: str | Path) -> None:
-    """Remove ``path`` if it is a hard link to another checkpoint, so that writing it cannot
-    change that other file. (Lightning writes to a temporary file and moves it into place; a
-    move across filesystems copies into the existing file.)"""
-    try:
-        if os.stat(path).st_nlink > 1:
-            os.unlink(path)
-    except FileNotFoundError:
-        pass
+def checkpoint_writer(trainer: L.Trainer) -> CheckpointWriter | None:
+    """The run's CheckpointWriter (make_trainer installs one), or None for another trainer."""
+    io = trainer.strategy.checkpoint_io
+    return io if isinstance(io, CheckpointWriter) else None
 
 
-class LastCheckpoint(ModelCheckpoint):
+def _loggers_read_checkpoint_files(trainer: L.Trainer) -> bool:
+    """Whether a logger looks at the files right after a save (W&B, MLflow upload them), so
+    they must be written by then. TensorBoard's hook is a no-op."""
+    no_ops = (Logger.after_save_checkpoint, TensorBoardLogger.after_save_checkpoint)
+    return any(type(logger).after_save_checkpoint not in no_ops for logger in trainer.loggers)
+
+
+@contextmanager
+def _in_background(trainer: L.Trainer) -> Iterator[None]:
+    writer = checkpoint_writer(trainer)
+    if writer is None or _loggers_read_checkpoint_files(trainer):
+        yield
+        return
+    with writer.background():
+        yield
+
+
+def link_checkpoint(source: str | Path, target: str | Path) -> None:
+    """Make ``target`` a hard link to ``source``; ``target`` is never missing or half-made."""
+    staged = Path(target).with_name(Path(target).name + ".link")
+    staged.unlink(missing_ok=True)
+    os.link(source, staged)
+    os.replace(staged, target)
+
+
+class BackgroundModelCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` whose writes and removals go to the run's CheckpointWriter in the
+    background (cnnlab.checkpoint_writer): training goes on while a file is written."""
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        with _in_background(trainer):
+            super()._save_checkpoint(trainer, filepath)
+
+    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        with _in_background(trainer):
+            super()._remove_checkpoint(trainer, filepath)
+
+
+class LastCheckpoint(BackgroundModelCheckpoint):
     """``last.ckpt`` after every epoch; in an epoch whose state the best-checkpoint callback has
     just written (it improved val/acc, or there is no validation), a hard link to that file
     instead of a second serialisation: AlexNet's and VGG-11's checkpoints are ~180 MB each.
@@ -146,26 +183,29 @@ class LastCheckpoint(ModelCheckpoint):
         super().__init__(**kwargs)
         self.best = best
 
-    def _same_state_file(self, trainer: L.Trainer) -> Path | None:
+    def _same_state_file(self, trainer: L.Trainer) -> str | None:
         # Lightning's record of the best callback's latest write (no public equivalent); were
-        # it renamed, every epoch is written as usual.
+        # it renamed, every epoch is written as usual. The file itself may still be queued in
+        # the CheckpointWriter: the link is queued behind it.
         if trainer.world_size != 1:
             return None
         if getattr(self.best, "_last_global_step_saved", None) != trainer.global_step:
             return None
-        path = Path(getattr(self.best, "_last_checkpoint_saved", "") or "")
-        return path if path.is_file() else None
+        return getattr(self.best, "_last_checkpoint_saved", "") or None
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         source = self._same_state_file(trainer)
+        writer = checkpoint_writer(trainer)
         if source is None:
-            break_hard_link(filepath)
+            if writer is None:  # a CheckpointWriter breaks the link itself, in its own order
+                break_hard_link(filepath)
             super()._save_checkpoint(trainer, filepath)
             return
-        staged = Path(filepath).with_name(Path(filepath).name + ".link")
-        staged.unlink(missing_ok=True)
-        os.link(source, staged)
-        os.replace(staged, filepath)  # last.ckpt is never missing or half-written
+        if writer is None:
+            link_checkpoint(source, filepath)
+        else:
+            with _in_background(trainer):
+                writer.after_writes(link_checkpoint, source, filepath)
         self._last_global_step_saved = trainer.global_step
         self._last_checkpoint_saved = filepath
         for logger in trainer.loggers:  # as after a write (loggers that upload checkpoints)
@@ -210,8 +250,8 @@ class RunCheckpointing(L.Callback):
     ) -> None:
         path = checkpoint_dir(self.run_dir) / LAST
         if isinstance(exception, SIGTERMException):
-            # Lightning raises this between two batches: the state is consistent.
-            break_hard_link(path)
+            # Lightning raises this between two batches: the state is consistent. Written at
+            # once, after any queued checkpoint work (CheckpointWriter), breaking a hard link.
             trainer.save_checkpoint(path)
             self.interrupted_checkpoint = path
         elif isinstance(exception, KeyboardInterrupt) and trainer.is_global_zero:

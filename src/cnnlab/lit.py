@@ -276,6 +276,15 @@ class LitClassifier(L.LightningModule):
             self._val_seconds = state.get("val_seconds", 0.0)
 
     @property
+    def train_seconds(self) -> float:
+        """Seconds of training, first to last batch of each epoch (all epochs of the run)."""
+        return self._train_seconds
+
+    @property
+    def val_seconds(self) -> float:
+        return self._val_seconds
+
+    @property
     def train_images_per_s(self) -> float:
         return self._train_images / self._train_seconds if self._train_seconds else 0.0
 
