@@ -52,7 +52,7 @@ def test_full_training_batches_replay_the_graph_and_the_rest_runs_eagerly(
     out = forward(full)
 
     assert fake.captured_shapes == [(8, 4)]
-    assert fake.replayed == forward.replays == 3
+    assert fake.replayed == forward.fast_batches == 3
     torch.testing.assert_close(out, model(full))
 
 

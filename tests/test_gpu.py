@@ -129,7 +129,7 @@ def test_graph_replays_train_like_the_eager_model() -> None:
             F.cross_entropy(forward(x), y).backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    assert graphed.replays == 5
+    assert graphed.fast_batches == 5
     # Parameters only: the capture's warm-up passes also moved BatchNorm's running statistics.
     for (name, want), got in zip(eager.named_parameters(), graphed_model.parameters(), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5, msg=name)
@@ -151,5 +151,5 @@ def test_cuda_graphs_run_replays_full_batches_and_learns_like_eager(
     graphed = run(make_cfg("trainer=gpu", "cuda_graphs=true", *resnet))
     assert graphed["status"] == "ok" and graphed["test_acc"] is not None
     # 2,000 training images: 31 full batches of 64 replay the graph, the last 16 run eagerly.
-    assert [f.replays for f in forwards] == [31]
+    assert [f.fast_batches for f in forwards] == [31]
     assert graphed["train_loss"] == pytest.approx(eager["train_loss"], rel=0.05)

@@ -8,9 +8,9 @@ recipe went from 7,239 to 12,888 training images/s; README "On a GPU").
 
 The capture is ``torch.cuda.make_graphed_callables``: the model's forward becomes one CUDA graph
 and its backward another, inside one autograd node, so Lightning's loop, the loss, the optimizer
-and the metrics stay as they are. What the graph cannot do runs eagerly, unchanged:
-- eval mode (validation and test): the graph records the training-mode forward only;
-- a batch of another shape than the captured one (the epoch's short last batch).
+and the metrics stay as they are. What the graph cannot do runs eagerly, unchanged
+(cnnlab.fast_training): eval mode (validation and test), and a batch of another shape than the
+captured one (the epoch's short last batch).
 
 The capture runs the first training batch four times more (three warm-up passes, in which cuDNN
 autotunes, and the recording), so BatchNorm's running statistics see that batch four extra times.
@@ -23,30 +23,19 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from cnnlab.fast_training import FullBatchTrainingForward
 
-class GraphedTrainingForward:
+
+class GraphedTrainingForward(FullBatchTrainingForward):
     """Calls ``model`` like ``model(x)``; in training mode, batches shaped like the first one run
-    as a replay of a CUDA graph recorded from that first batch.
+    as a replay of a CUDA graph recorded from that first batch (cnnlab.fast_training).
 
     Must first be called inside the training step (Lightning's autocast context is on there, so
     the graph records the bf16 kernels of ``precision=bf16-mixed``).
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self.graphed: Callable[[torch.Tensor], object] | None = None
-        self.shape: torch.Size | None = None
-        self.replays = 0  # batches that ran as a graph (tests and curious users)
-
-    def __call__(self, x: torch.Tensor) -> object:
-        if not self.model.training:
-            return self.model(x)
-        if self.graphed is None:
-            self.graphed, self.shape = capture_training_forward(self.model, x), x.shape
-        if x.shape != self.shape:
-            return self.model(x)
-        self.replays += 1
-        return self.graphed(x)
+    def build(self, x: torch.Tensor) -> Callable[[torch.Tensor], object]:
+        return capture_training_forward(self.model, x)
 
 
 def capture_training_forward(model: nn.Module, x: torch.Tensor) -> Callable[..., object]:

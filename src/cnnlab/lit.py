@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.cuda_graphs import GraphedTrainingForward
+from cnnlab.fast_training import CompiledTrainingForward, FullBatchTrainingForward
 from cnnlab.timing import process_age
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -87,11 +88,17 @@ class LitClassifier(L.LightningModule):
         aux_weight: float = 0.3,
         divergence_check_every: int | None = None,
         cuda_graphs: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
-        # cuda_graphs=true: the training forward/backward replay CUDA graphs (cnnlab.cuda_graphs).
-        self.graphed = GraphedTrainingForward(model) if cuda_graphs else None
+        # cuda_graphs=true / compile=true: the full training batches run a recorded version of
+        # the model (cnnlab.fast_training); everything else runs self.model eagerly.
+        self.fast_forward: FullBatchTrainingForward | None = None
+        if cuda_graphs:
+            self.fast_forward = GraphedTrainingForward(model)
+        elif compile:
+            self.fast_forward = CompiledTrainingForward(model)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing, self.aux_weight = label_smoothing, aux_weight
         self.totals = {stage: EpochTotals() for stage in STAGES}
@@ -142,7 +149,7 @@ class LitClassifier(L.LightningModule):
         self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
     ) -> torch.Tensor:
         x, y = batch
-        out = self.graphed(x) if self.graphed is not None else self.model(x)
+        out = self.fast_forward(x) if self.fast_forward is not None else self.model(x)
         if isinstance(out, tuple):  # auxiliary classifiers (GoogLeNet): extra weighted losses
             logits, aux_logits = out
             loss = self._loss(logits, y) + sum(
@@ -267,6 +274,13 @@ class LitClassifier(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Checkpoints of compile=true runs before cnnlab.fast_training held the compiled wrapper's
+        # parameter names (model._orig_mod.<name>); the model is never wrapped now.
+        state_dict = checkpoint.get("state_dict") or {}
+        if any("._orig_mod." in key for key in state_dict):
+            checkpoint["state_dict"] = {
+                key.replace("._orig_mod.", "."): value for key, value in state_dict.items()
+            }
         state = checkpoint.get(CHECKPOINT_KEY)
         if state:
             self.history = state["history"]

@@ -241,8 +241,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     except Exception as err:
         raise ConfigError(f"bad dataset config: {err.__cause__ or err}") from err
     params = sum(p.numel() for p in model.parameters())
-    if cfg.get("compile"):
-        model = torch.compile(model)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     lit = LitClassifier(
         model,
@@ -251,6 +249,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         label_smoothing=cfg.loss.label_smoothing,
         aux_weight=cfg.loss.aux_weight,
         cuda_graphs=bool(cfg.get("cuda_graphs")),
+        compile=bool(cfg.get("compile")),
     )
     if _runs_in_this_process > 1:  # a later job of a sweep: its start-up began with run()
         lit.job_started_at = start
