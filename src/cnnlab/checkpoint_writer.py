@@ -55,6 +55,16 @@ def _snapshot(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().clone()
 
 
+def _gpu_work_done_event() -> torch.cuda.Event | None:
+    """An event on the current CUDA stream, after the work queued so far (the snapshot's copies):
+    the writer thread reads the copies through its own stream, so it waits for this first."""
+    if not torch.cuda.is_initialized():
+        return None
+    event = torch.cuda.Event()
+    event.record()
+    return event
+
+
 class CheckpointWriter(CheckpointIO):
     """Lightning's checkpoint IO for cnnlab runs: ``TorchCheckpointIO``'s files, written in the
     background inside ``background()`` (module docstring). ``seconds`` is the time the training
@@ -84,9 +94,11 @@ class CheckpointWriter(CheckpointIO):
         self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
     ) -> None:
         with self._timed():
+            copied = None
             if self._in_background:
                 checkpoint = apply_to_collection(checkpoint, torch.Tensor, _snapshot)
-            self._run(self._write, checkpoint, path, storage_options)
+                copied = _gpu_work_done_event()
+            self._run(self._write, checkpoint, path, storage_options, copied)
 
     def remove_checkpoint(self, path: Any) -> None:
         with self._timed():
@@ -129,7 +141,15 @@ class CheckpointWriter(CheckpointIO):
         finally:
             self.seconds += time.perf_counter() - start
 
-    def _write(self, checkpoint: dict[str, Any], path: Any, storage_options: Any) -> None:
+    def _write(
+        self,
+        checkpoint: dict[str, Any],
+        path: Any,
+        storage_options: Any,
+        copied: torch.cuda.Event | None = None,
+    ) -> None:
+        if copied is not None:  # the snapshot's GPU copies, queued on the training thread's stream
+            copied.synchronize()
         break_hard_link(path)
         self.io.save_checkpoint(checkpoint, path, storage_options)
 
