@@ -209,3 +209,26 @@ def test_checkpoints_go_to_the_background_unless_a_logger_reads_the_files(tmp_pa
     assert not _loggers_read_checkpoint_files(trainer())
     assert not _loggers_read_checkpoint_files(trainer(tensorboard, csv))
     assert _loggers_read_checkpoint_files(trainer(tensorboard, UploadingLogger(tmp_path)))
+
+
+def test_on_a_gpu_the_writer_waits_for_the_snapshot_copies(
+    writer: CheckpointWriter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copies are queued on the training thread's CUDA stream; the writer thread reads them
+    on its own, so it first waits for an event recorded after them."""
+    events: list[str] = []
+
+    class FakeEvent:
+        def record(self) -> None:
+            events.append("recorded")
+
+        def synchronize(self) -> None:
+            events.append(f"waited, file written: {(tmp_path / 'a.ckpt').exists()}")
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    with writer.background():
+        writer.save_checkpoint({"w": torch.ones(2)}, tmp_path / "a.ckpt")
+    writer.io.gate.set()
+    writer.wait()
+    assert events == ["recorded", "waited, file written: False"]
