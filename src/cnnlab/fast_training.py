@@ -2,9 +2,10 @@
 cnnlab.cuda_graphs) or torch.compile (``compile=true``).
 
 Both record the model for one input shape in one mode, and each other shape or mode would be
-recorded again: torch.compile compiles anew (the GoogLeNet recipe compiled four times in a short
-CPU run: the sanity check's eval batches, their short last batch with a dynamic batch size, the
-training batches, and the test's inference-mode batches, 30-90 s each on 2 CPU cores). What a
+recorded again: torch.compile compiles anew (a short GoogLeNet run on 2 CPU cores compiled four
+times: the sanity check's eval batches, their short last batch with a dynamic batch size, the
+training batches and the test's inference-mode batches; 201 s against 24 s eager, and 39 s
+compiled once as here; README "On a GPU"). What a
 run does besides its full training batches (validation and test in eval mode, the short last
 batch of each split) is a small share of its work, so it runs the model eagerly, and the model
 is recorded once per run, from its first training batch. The model itself keeps its eager
