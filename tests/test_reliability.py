@@ -19,6 +19,7 @@ from cnnlab import train
 from cnnlab.checkpoints import META_KEY
 from cnnlab.data import DATASETS
 from cnnlab.data import sources as data_sources
+from cnnlab.train import gpu_available
 
 QUICK = [
     "dataset.train_subset=500",
@@ -213,3 +214,11 @@ def test_a_crash_in_a_single_run_exits_non_zero_with_the_message(
     assert results["status"] == "failed" and results["error"] == "RuntimeError: simulated crash"
     traceback_files = list((project / "outputs" / "runs").rglob("traceback.txt"))
     assert len(traceback_files) == 1 and "simulated crash" in traceback_files[0].read_text()
+
+
+@pytest.mark.skipif(gpu_available(), reason="this machine has a GPU")
+@pytest.mark.parametrize("trainer", ["gpu", "ddp"])
+def test_a_gpu_trainer_on_a_machine_without_one(cli, project: Path, trainer: str) -> None:
+    """What `make seed-recipes` (trainer=gpu) says on a CPU-only machine."""
+    code, output = cli(*QUICK, f"trainer={trainer}")
+    assert_one_paragraph(code, output, "needs a GPU, and PyTorch sees none", "QUICK=1")

@@ -112,11 +112,28 @@ def _check_optimizer(cfg: DictConfig) -> None:
         raise ConfigError(f"optimizer.lr must be a positive number, got {lr!r}")
 
 
+def gpu_available(accelerator: str = "gpu") -> bool:
+    """Whether Lightning's ``accelerator`` ("gpu": CUDA or Apple's MPS; "cuda") has a device."""
+    if torch.cuda.is_available():
+        return True
+    return accelerator == "gpu" and torch.backends.mps.is_available()
+
+
 def _check_trainer(cfg: DictConfig) -> None:
     # Lightning accepts a string here and fails deep inside fit(); -1 means "no limit".
     epochs = cfg.trainer.get("max_epochs")
     if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool)):
         raise ConfigError(f"trainer.max_epochs must be an integer, got {epochs!r}")
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not gpu_available(accelerator):
+        # Lightning's own words here are "No supported gpu backend found!".
+        raise ConfigError(
+            f"trainer.accelerator={accelerator} (trainer=gpu, ddp, fsdp, multinode) needs a GPU, "
+            f"and PyTorch sees none on this machine (torch.cuda.is_available() is False). Train "
+            f"on the CPU: leave trainer= at its default (trainer=ddp_cpu for several processes), "
+            f"and for the big models the quick mode of the course items (make <item> QUICK=1, "
+            f"EXERCISES.md)."
+        )
     strategy = str(cfg.trainer.get("strategy", ""))
     if "spawn" in strategy:
         raise ConfigError(
