@@ -5,11 +5,11 @@ Both record the model for one input shape in one mode, and each other shape or m
 recorded again: torch.compile compiles anew (a short GoogLeNet run on 2 CPU cores compiled four
 times: the sanity check's eval batches, their short last batch with a dynamic batch size, the
 training batches and the test's inference-mode batches; 201 s against 24 s eager, and 39 s
-compiled once as here; README "On a GPU"). What a
-run does besides its full training batches (validation and test in eval mode, the short last
-batch of each split) is a small share of its work, so it runs the model eagerly, and the model
-is recorded once per run, from its first training batch. The model itself keeps its eager
-forward and its parameters: checkpoints are the same with and without either option.
+compiled once as here; README "On a GPU"). What a run does besides its full training batches
+(validation and test in eval mode, the short last batch of each split) is a small share of its
+work, so it runs the model eagerly, and the model is recorded once per run, from its first
+training batch. The model itself keeps its eager forward and its parameters: checkpoints are
+the same with and without either option.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from torch import nn
 
 class FullBatchTrainingForward:
     """Calls ``model`` like ``model(x)``; in training mode, batches shaped like the first one go
-    to ``build(model, first batch)``, a faster equivalent of the model's forward and backward.
-    ``fast_batches`` counts them (tests and curious users)."""
+    to what ``build(first batch)`` returns: a faster equivalent of the model's forward (and
+    backward). ``fast_batches`` counts them (tests and curious users)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
