@@ -75,6 +75,19 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
     return make
 
 
+def record_instances(monkeypatch: pytest.MonkeyPatch, cls: type) -> list:
+    """A list that gets every ``cls`` object made during the test (a run builds them inside)."""
+    made: list = []
+    original_init = cls.__init__
+
+    def remember(self: object, *args: object, **kwargs: object) -> None:
+        original_init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(cls, "__init__", remember)
+    return made
+
+
 def randomise_batch_norm(model: nn.Module) -> None:
     """Fresh BNs are the identity in eval mode (mean 0, var 1, weight 1, bias 0); make them not."""
     with torch.no_grad():

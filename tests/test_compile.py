@@ -16,6 +16,7 @@ from cnnlab.checkpoints import META_KEY
 from cnnlab.fast_training import CompiledTrainingForward
 from cnnlab.lit import LitClassifier
 from cnnlab.train import run
+from conftest import record_instances
 
 
 @pytest.fixture
@@ -58,14 +59,7 @@ def test_a_compile_run_compiles_once_for_two_epochs_with_validation_and_test(
 ) -> None:
     """Compiling the whole model recompiled for the sanity check, the short batches' sizes, the
     training mode and the test's inference mode: four compilations in a short GoogLeNet run."""
-    forwards: list[CompiledTrainingForward] = []
-    original_init = CompiledTrainingForward.__init__
-
-    def remember(self: CompiledTrainingForward, model: nn.Module) -> None:
-        original_init(self, model)
-        forwards.append(self)
-
-    monkeypatch.setattr(CompiledTrainingForward, "__init__", remember)
+    forwards = record_instances(monkeypatch, CompiledTrainingForward)
     results = run(make_cfg("compile=true", "trainer.max_epochs=2", "dataset.batch_size=384"))
     assert results["status"] == "ok" and results["test_acc"] is not None
     # 2,000 training images: 5 full batches of 384 per epoch, the last 80 run eagerly.

@@ -18,6 +18,7 @@ from cnnlab import bench
 from cnnlab.cuda_graphs import GraphedTrainingForward
 from cnnlab.lit import LitClassifier
 from cnnlab.train import run
+from conftest import record_instances
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -138,14 +139,7 @@ def test_graph_replays_train_like_the_eager_model() -> None:
 def test_cuda_graphs_run_replays_full_batches_and_learns_like_eager(
     make_cfg, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    forwards: list[GraphedTrainingForward] = []
-    original_init = GraphedTrainingForward.__init__
-
-    def remember(self: GraphedTrainingForward, model: nn.Module) -> None:
-        original_init(self, model)
-        forwards.append(self)
-
-    monkeypatch.setattr(GraphedTrainingForward, "__init__", remember)
+    forwards = record_instances(monkeypatch, GraphedTrainingForward)
     resnet = ("experiment=resnet18", "dataset.image_size=64", "dataset.batch_size=64")
     eager = run(make_cfg("trainer=gpu", *resnet))
     graphed = run(make_cfg("trainer=gpu", "cuda_graphs=true", *resnet))
