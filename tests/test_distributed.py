@@ -82,10 +82,19 @@ def test_eval_shards_partition_an_uneven_split() -> None:
 # --- one real DDP run, two processes ------------------------------------------------------------
 
 TRAIN, BATCH, VAL, TEST, EVAL_BATCH = 2000, 64, 501, 1001, 100
+DDP_RUN = (
+    "ablation=[relu,max_pool,batch_norm]",
+    "optimizer.lr=0.1",
+    f"dataset.batch_size={BATCH}",
+    f"dataset.eval_batch_size={EVAL_BATCH}",
+    f"dataset.train_subset={TRAIN}",
+    f"dataset.val_size={VAL}",
+    f"dataset.test_subset={TEST}",
+)
 
 
 def train_two_processes(
-    root: Path, *overrides: str, sweep: bool = False
+    root: Path, *overrides: str, sweep: bool = False, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``cnnlab-train [-m] trainer=ddp_cpu trainer.devices=2 <overrides>`` for one epoch, as a
     user runs it, with every output under ``root``."""
@@ -102,7 +111,7 @@ def train_two_processes(
     ]
     return subprocess.run(
         command, capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
     )  # fmt: skip
 
 
@@ -112,16 +121,7 @@ def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     default naming (under paths.root_dir): rank 1 must find rank 0's directory by itself.
     Odd val/test sizes and 100-image eval batches give the ranks uneven shards and batch counts."""
     root = tmp_path_factory.mktemp("ddp")
-    done = train_two_processes(
-        root,
-        "ablation=[relu,max_pool,batch_norm]",
-        "optimizer.lr=0.1",
-        f"dataset.batch_size={BATCH}",
-        f"dataset.eval_batch_size={EVAL_BATCH}",
-        f"dataset.train_subset={TRAIN}",
-        f"dataset.val_size={VAL}",
-        f"dataset.test_subset={TEST}",
-    )
+    done = train_two_processes(root, *DDP_RUN)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     run_dirs = [p.parent for p in root.rglob("results.json")]
     assert len(run_dirs) == 1, f"results.json written {len(run_dirs)} times: {run_dirs}"
@@ -183,6 +183,29 @@ def test_ddp_ranks_split_each_epoch(ddp_run: dict[str, Any]) -> None:
         ddp_run["run_dir"] / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
     )
     assert ckpt["global_step"] == math.ceil(TRAIN / 2 / BATCH)
+
+
+def test_compile_under_ddp_compiles_once_per_rank_and_trains_like_eager(
+    ddp_run: dict[str, Any], tmp_path: Path
+) -> None:
+    """compile=true compiles the model inside the training step, after Lightning wrapped the
+    module in DDP: Dynamo sees the DDP module and splits the graph at its gradient buckets (its
+    DDPOptimizer). Each rank compiles once and the run computes what the eager run computed."""
+    done = train_two_processes(
+        tmp_path, *DDP_RUN, "compile=true", env={"TORCH_LOGS": "dynamo,recompiles"}
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert output.count("Step 2: done compiler function") == 2, output[-4000:]
+    assert "DDPOptimizer used" in output and "Recompiling" not in output
+    (results_file,) = tmp_path.rglob("results.json")
+    compiled, eager = json.loads(results_file.read_text()), ddp_run["results"]
+    assert compiled["status"] == "ok"
+    # Inductor's fused kernels round differently, and with BatchNorm at lr 0.1 that grows over
+    # the epoch: a single process differed by 0.2 % in training loss and 0.1 points in test
+    # accuracy on the AMD EPYC CPU here, these two ranks by 0.3 % and 0.6 points.
+    assert compiled["train_loss"] == pytest.approx(eager["train_loss"], rel=0.02)
+    assert compiled["test_acc"] == pytest.approx(eager["test_acc"], abs=0.03)
 
 
 def test_ddp_sweep_keeps_every_rank_in_rank_zeros_sweep_dir(tmp_path: Path) -> None:
