@@ -232,3 +232,48 @@ def test_deterministic_runs_switch_cudnn_autotuning_off(make_cfg, tmp_path: Path
         assert torch.backends.cudnn.benchmark is False
     finally:
         torch.backends.cudnn.benchmark = before
+
+
+# LeNet-5 at 28 px: conv 6x28x28x(5x5), conv 16x10x10x(6x5x5), fc 400-120-84-10, two FLOPs a
+# multiply-add (torch.utils.flop_counter's convention; pooling and activations not counted).
+LENET_FLOPS = 2 * (6 * 28 * 28 * 25 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 10)
+
+
+@pytest.mark.parametrize("experiment", ["lenet", "alexnet", "vgg11", "googlenet", "resnet18"])
+def test_model_summary_counts_the_flops_of_one_input_image(
+    experiment: str, make_cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The summary printed as training starts shows each model's input and output sizes and the
+    FLOPs of one image at the recipe's size (it said "Total FLOPs: 0" without an example)."""
+    from hydra.utils import instantiate
+    from lightning.pytorch.callbacks import model_summary
+    from torch.utils.flop_counter import FlopCounterMode
+
+    summaries = []
+    real_summarize = model_summary.summarize
+
+    def recording_summarize(*args: object, **kwargs: object):
+        summaries.append(real_summarize(*args, **kwargs))
+        return summaries[-1]
+
+    monkeypatch.setattr(model_summary, "summarize", recording_summarize)
+    cfg = make_cfg(
+        f"experiment={experiment}",
+        "trainer.enable_model_summary=true",
+        "dataset.batch_size=4",
+        "++trainer.limit_train_batches=1",
+        "++trainer.limit_val_batches=1",
+        "trainer.num_sanity_val_steps=0",
+        "test=false",
+    )
+    assert run(cfg)["status"] == "ok"
+    (summary,) = summaries
+    size, channels = cfg.dataset.image_size, cfg.dataset.in_channels
+    assert summary.in_sizes == [[1, channels, size, size]]
+    assert summary.out_sizes == [[1, 10]]
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        instantiate(cfg.model).eval()(torch.zeros(1, channels, size, size))
+    assert summary.total_flops == counter.get_total_flops() > 0
+    if experiment == "lenet":
+        assert summary.total_flops == LENET_FLOPS

@@ -78,6 +78,23 @@ class EpochTotals:
         return {"acc": correct / count, "loss": loss_sum / count}
 
 
+def example_input(datamodule: Any, strategy: Any) -> torch.Tensor | None:
+    """One blank image as the model gets it (channels, size, memory format), or None.
+
+    Lightning's model summary, printed as training starts, runs it through the model to show
+    the input and output sizes and to count the FLOPs of one image (torch.utils.flop_counter);
+    without it the summary says "Total FLOPs: 0". Not under FSDP: the summary calls the module
+    directly, outside the FSDP wrapper that gathers the sharded parameters.
+    """
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    size = getattr(datamodule, "image_size", None)
+    if size is None or isinstance(strategy, FSDPStrategy):
+        return None
+    x = torch.zeros(1, datamodule.in_channels, size, size)
+    return x.to(memory_format=torch.channels_last) if datamodule.channels_last else x
+
+
 class LitClassifier(L.LightningModule):
     def __init__(
         self,
@@ -140,6 +157,7 @@ class LitClassifier(L.LightningModule):
         lbfgs = getattr(self.optimizer_factory, "func", self.optimizer_factory) is torch.optim.LBFGS
         if getattr(datamodule, "channels_last", False) and not lbfgs:
             self.model.to(memory_format=torch.channels_last)
+        self.example_input_array = example_input(datamodule, self.trainer.strategy)
 
     # --- one step
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -285,11 +285,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         with warnings.catch_warnings():
             # Continuing a run writes into its own, non-empty checkpoints/ on purpose.
             warnings.filterwarnings("ignore", message="Checkpoint directory .* not empty")
+            # Lightning 2.6 builds torch's LeafSpec, which torch 2.14 deprecates: a FutureWarning
+            # about Lightning's internals, twice a run, that a user can do nothing about.
+            warnings.filterwarnings(
+                "ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning
+            )
             trainer.fit(
                 lit, datamodule=datamodule, ckpt_path=plan.checkpoint_path, weights_only=True
             )
-        if cfg.get("test", True):
-            trainer.test(lit, datamodule=datamodule, verbose=False)
+            if cfg.get("test", True):
+                trainer.test(lit, datamodule=datamodule, verbose=False)
     except DivergedError as err:
         results.update(
             status="diverged", error=str(err), diverged_epoch=err.epoch, diverged_step=err.step
@@ -353,12 +358,12 @@ def _print_summary(results: dict[str, Any], path: Path) -> None:
     from rich.console import Console
 
     console = Console()
-    acc = results["test_acc"]
+    acc, epochs = results["test_acc"], results["epochs_completed"]
     console.print(
         f"[bold]{results['status']}[/bold]: test_acc="
         f"{'n/a' if acc is None else f'{acc:.4f}'}, best val_acc="
         f"{results['val_acc'] if results['val_acc'] is None else round(results['val_acc'], 4)}, "
-        f"{results['epochs_completed']} epochs in {results['wall_s']:.0f} s "
+        f"{epochs} epoch{'' if epochs == 1 else 's'} in {results['wall_s']:.0f} s "
         f"({results['train_images_per_s']:.0f} train images/s on {results['device']})"
     )
     console.print(f"results:     {path}")

@@ -149,11 +149,14 @@ class IDXDataModule(L.LightningDataModule):
     ) -> tuple:
         # The splits live on the training device already (_on_device), so the batches are born
         # there: skip Lightning's generic walk over the batch (tens of microseconds a step).
-        if all(isinstance(t, torch.Tensor) and t.device == device for t in batch):
+        tensors = (batch,) if isinstance(batch, torch.Tensor) else batch
+        if all(isinstance(t, torch.Tensor) and t.device == device for t in tensors):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def on_after_batch_transfer(self, batch: tuple, dataloader_idx: int) -> tuple:
+        if isinstance(batch, torch.Tensor):  # the model summary's example: a model input already
+            return batch
         images, labels, *aug = batch
         if aug:
             images = augment_uint8(images, aug[0], CROP_SHIFT if "crop" in self.augment else 0)
