@@ -79,10 +79,11 @@ exercise_dir = $(EXERCISES_DIR)/$@/$(RUN_ID)$(if $(quick_on),-quick)
 # What QUICK=1 adds (EXERCISES.md, "Quick mode"). 28 px nets: 30,000 training images (2,000 of
 # them held out for validation), 2,000 test images, 3 epochs: about 330 steps of batch 256, enough
 # for the sigmoid LeNet to leave its initial plateau. The 96-224 px nets: 1,000 / 500 / 500
-# images, 1 epoch, at a smaller image size.
+# images, 1 epoch, at a smaller image size, logging every step (500 training images are 2-16 steps,
+# fewer than the default interval of 50, which would leave TensorBoard without a training curve).
 QUICK_28_DATA  ?= ++quick=true dataset.train_subset=30000 dataset.val_size=2000 dataset.test_subset=2000
 QUICK_28       ?= $(QUICK_28_DATA) trainer.max_epochs=3
-QUICK_BIG      ?= ++quick=true dataset.train_subset=1000 dataset.val_size=500 dataset.test_subset=500 trainer.max_epochs=1
+QUICK_BIG      ?= ++quick=true dataset.train_subset=1000 dataset.val_size=500 dataset.test_subset=500 trainer.max_epochs=1 trainer.log_every_n_steps=1
 QUICK_ALEXNET  ?= $(QUICK_BIG) dataset.image_size=96
 QUICK_ALEXNET28 ?= $(QUICK_BIG)
 QUICK_VGG      ?= $(QUICK_BIG) dataset.image_size=32

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import shlex
@@ -104,6 +105,11 @@ def check_training_jobs(args: tuple[str, ...], quick: bool) -> int:
             logits = model(torch.zeros(2, channels, size, size))
         assert logits.shape == (2, cfg.dataset.num_classes), overrides
         instantiate(cfg.dataset)
+        # An epoch reaches the logging interval, or TensorBoard gets no training curve (and
+        # Lightning warns). Fashion-MNIST and MNIST both have 60,000 training images.
+        train_images = (cfg.dataset.train_subset or 60_000) - cfg.dataset.val_size
+        steps = math.ceil(train_images / cfg.dataset.batch_size)
+        assert steps >= cfg.trainer.log_every_n_steps, overrides
     return len(jobs)
 
 
