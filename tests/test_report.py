@@ -135,7 +135,7 @@ def test_quick_runs_say_so_with_their_subset(tmp_path: Path) -> None:
     markdown = build_report(root).markdown
     assert "**Quick run**" in markdown
     assert "10,000 training images (validation 2,000 held out of them, test 2,000)" in markdown
-    assert "2 epoch(s), 28 px" in markdown
+    assert "2 epochs, 28 px" in markdown
 
 
 def test_gradient_norms_get_a_table_per_layer(tmp_path: Path) -> None:

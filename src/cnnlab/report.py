@@ -307,12 +307,12 @@ def quick_note(runs: Sequence[Run]) -> str | None:
         if not run.quick or not run.config:  # a failed run may have recorded no config
             continue
         dataset = run.config.get("dataset") or {}
-        trainer = run.config.get("trainer") or {}
+        epochs = (run.config.get("trainer") or {}).get("max_epochs", "?")
         text = (
             f"{_fmt_subset(dataset.get('train_subset'), 'all')} training images "
             f"(validation {_fmt_subset(dataset.get('val_size'), '?')} held out of them, test "
             f"{_fmt_subset(dataset.get('test_subset'), '10,000')}), "
-            f"{trainer.get('max_epochs', '?')} epoch(s), {dataset.get('image_size', '?')} px"
+            f"{epochs} epoch{'' if epochs == 1 else 's'}, {dataset.get('image_size', '?')} px"
         )
         if text not in settings:
             settings.append(text)
