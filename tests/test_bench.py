@@ -44,6 +44,19 @@ def test_bench_runs_and_reports(tmp_path: Path) -> None:
     assert isinstance(case["lightning_floor_overhead_pct"], float)
     expected = case["images_per_s"]["cnnlab_data"] / case["images_per_s"]["reference"]
     assert abs(case["data_path_speedup_b_over_a"] - expected) < 0.01
+    # One repeat: the per-step overhead is that repeat's, from the same two rates.
+    ips = case["all_runs"]
+    b, c = ips["cnnlab_data"][0], ips["runner"][0]
+    assert case["framework_overhead_ms_per_step"] == pytest.approx(
+        1000 * 64 * (1 / c - 1 / b), abs=0.01
+    )
+    assert isinstance(case["lightning_floor_overhead_ms_per_step"], float)
+
+
+def test_overhead_a_step_is_the_median_extra_time_of_one_batch() -> None:
+    # Batch 100: (b) at 10,000/s is 10 ms a step; (c) at 8,000/s 12.5 ms, at 9,000/s 11.1 ms.
+    ms = bench.overhead_ms_per_step([8000.0, 9000.0, 10000.0], [10000.0] * 3, 100)
+    assert ms == pytest.approx(1000 * 100 * (1 / 9000 - 1 / 10000), abs=1e-3)
 
 
 def test_startup_is_recorded_by_the_runner(make_cfg) -> None:

@@ -315,12 +315,13 @@ def bench_case(
     def paired(numerator: str, denominator: str) -> float:
         return paired_ratio(rates[numerator], rates[denominator])
 
-    def overhead(loop: str) -> tuple[float, list[float] | None]:
+    def overhead(loop: str) -> tuple[float, list[float] | None, float]:
         """Percent slower than (b): the median of the per-repeat pairs, and their quartiles
-        (how far one repeat could be trusted)."""
+        (how far one repeat could be trusted); and the same median as milliseconds a step."""
         return (
             round(100 * (1 - paired(loop, "cnnlab_data")), 1),
             overhead_quartiles(rates[loop], rates["cnnlab_data"]),
+            overhead_ms_per_step(rates[loop], rates["cnnlab_data"], cfg.dataset.batch_size),
         )
 
     case = {
@@ -335,13 +336,28 @@ def bench_case(
         "data_path_speedup_b_over_a": round(paired("cnnlab_data", "reference"), 2),
         "runner_speedup_c_over_a": round(paired("runner", "reference"), 2),
     }
-    case["framework_overhead_pct"], case["framework_overhead_pct_quartiles"] = overhead("runner")
+    (
+        case["framework_overhead_pct"],
+        case["framework_overhead_pct_quartiles"],
+        case["framework_overhead_ms_per_step"],
+    ) = overhead("runner")
     if floor:
         (
             case["lightning_floor_overhead_pct"],
             case["lightning_floor_overhead_pct_quartiles"],
+            case["lightning_floor_overhead_ms_per_step"],
         ) = overhead("lightning_floor")
     return case
+
+
+def overhead_ms_per_step(runner: list[float], plain: list[float], batch_size: int) -> float:
+    """The median over repeats of the extra time a step (one batch) takes, in milliseconds.
+
+    A framework costs about the same time every step, whatever the step computes: this is the
+    number that carries over to other batch sizes and models, where the percentage does not.
+    """
+    extra = [1000 * batch_size * (1 / c - 1 / b) for c, b in zip(runner, plain, strict=True)]
+    return round(statistics.median(extra), 3)
 
 
 def overhead_quartiles(runner: list[float], plain: list[float]) -> list[float] | None:
@@ -392,12 +408,17 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{case['model']}: framework overhead per repeat, quartiles {low:+.1f}% .. "
                 f"{high:+.1f}% over {case['repeats']} repeats (the table: their paired median)"
             )
+        console.print(
+            f"{case['model']}: framework overhead a step (batch {case['batch_size']}): "
+            f"{case['framework_overhead_ms_per_step']:+.2f} ms (median over the repeats)"
+        )
         if "lightning_floor_overhead_pct" in case:
             console.print(
                 f"{case['model']}: bare Lightning (Trainer(barebones=True), minimal module): "
                 f"{case['images_per_s']['lightning_floor']:,.0f}/s, overhead vs (b) "
-                f"{case['lightning_floor_overhead_pct']:+.1f}%: the part of (c)'s that is "
-                "Lightning's own loop"
+                f"{case['lightning_floor_overhead_pct']:+.1f}%, "
+                f"{case['lightning_floor_overhead_ms_per_step']:+.2f} ms a step: the part of "
+                "(c)'s that is Lightning's own loop"
             )
     if report.get("startup_s") is not None:
         runs = ", ".join(f"{x:.2f}" for x in report["startup_all_runs"] if x is not None)
