@@ -277,3 +277,16 @@ def test_model_summary_counts_the_flops_of_one_input_image(
     assert summary.total_flops == counter.get_total_flops() > 0
     if experiment == "lenet":
         assert summary.total_flops == LENET_FLOPS
+
+
+def test_log_graph_puts_the_model_graph_in_tensorboard(make_cfg) -> None:
+    """logger.log_graph=true: Lightning traces the module on its example input (one blank
+    image) into TensorBoard's Graphs tab; LeNet-5's two convolutions are in it."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = make_cfg("logger.log_graph=true", "test=false")
+    assert run(cfg)["status"] == "ok"
+    events = EventAccumulator(str(Path(cfg.paths.output_dir) / "tensorboard"))
+    events.Reload()
+    convolutions = [n.name for n in events.Graph().node if n.op == "aten::_convolution"]
+    assert len(convolutions) == 2 and all("LeNet[model]" in name for name in convolutions)
