@@ -24,6 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from cnnlab.data.sources import SPLIT_SIZES
 from cnnlab.resolvers import project_root
 from conftest import CONF_DIR, compose_config
 
@@ -106,8 +107,8 @@ def check_training_jobs(args: tuple[str, ...], quick: bool) -> int:
         assert logits.shape == (2, cfg.dataset.num_classes), overrides
         instantiate(cfg.dataset)
         # An epoch reaches the logging interval, or TensorBoard gets no training curve (and
-        # Lightning warns). Fashion-MNIST and MNIST both have 60,000 training images.
-        train_images = (cfg.dataset.train_subset or 60_000) - cfg.dataset.val_size
+        # Lightning warns).
+        train_images = (cfg.dataset.train_subset or SPLIT_SIZES["train"]) - cfg.dataset.val_size
         steps = math.ceil(train_images / cfg.dataset.batch_size)
         assert steps >= cfg.trainer.log_every_n_steps, overrides
     return len(jobs)
