@@ -51,7 +51,7 @@ test-optuna: data install-optuna  ## the tests of the Optuna search (installs th
 	$(BIN)/python -m pytest -m 'optuna and not slow' $(ARGS)
 
 bench: data  ## throughput: course DataLoader loop vs cnnlab data path vs full runner (bench.json)
-	$(BIN)/python -m cnnlab.bench $(ARGS)
+	$(BIN)/cnnlab-bench $(ARGS)
 
 lint: install  ## ruff
 	$(BIN)/ruff check src tests
@@ -67,7 +67,7 @@ clean:  ## remove run outputs and caches (keeps .venv and data)
 ##@ Course exercises (EXERCISES.md). QUICK=1: the same item on a subset, minutes on a CPU
 # Each training item runs `cnnlab-train -m experiment=<item> hydra.sweep.dir=<dir>` (sweeps sit in
 # the experiment file's hydra.sweeper.params), then writes <dir>/report.md and curves.png
-# (cnnlab.report) and points <item>/latest at <dir>. <dir> is $(EXERCISES_DIR)/<item>/<date>_<time>
+# (cnnlab-report) and points <item>/latest at <dir>. <dir> is $(EXERCISES_DIR)/<item>/<date>_<time>
 # (-quick added with QUICK=1): a new one per call, so runs of different calls never mix.
 # ARGS adds overrides to the training: make lenet-pool ARGS="seed=0,1,2" (3 seeds per variant).
 EXERCISES_DIR ?= outputs/exercises
@@ -95,10 +95,10 @@ QUICK_RESNET   ?= $(QUICK_BIG) dataset.image_size=32
 # still gets its report, and make exits non-zero afterwards.
 sweep = $(BIN)/cnnlab-train -m $(1) $(if $(quick_on),$(2)) \
 	hydra.sweep.dir=$(exercise_dir)$(if $(3),/$(3)) $(ARGS) || s=1;
-report = $(BIN)/python -m cnnlab.report $(exercise_dir) || s=1; \
+report = $(BIN)/cnnlab-report $(exercise_dir) || s=1; \
 	ln -sfn $(notdir $(exercise_dir)) $(EXERCISES_DIR)/$@/latest; exit $$s
 # $(call analyze,<cnnlab-analyze arguments>): analysis.md in the exercise dir (nothing trained).
-analyze = $(BIN)/python -m cnnlab.analyze $(1) hydra.run.dir=$(exercise_dir) $(ARGS) \
+analyze = $(BIN)/cnnlab-analyze $(1) hydra.run.dir=$(exercise_dir) $(ARGS) \
 	&& ln -sfn $(notdir $(exercise_dir)) $(EXERCISES_DIR)/$@/latest
 
 EXERCISES := lenet lenet-pool lenet-kernel lenet-channels lenet-activation lenet-conv-layers \
@@ -107,11 +107,11 @@ EXERCISES := lenet lenet-pool lenet-kernel lenet-channels lenet-activation lenet
 	lenet-dropout-relu lenet-preprocessing vgg11 vgg-layers vgg-vs-alexnet vgg-image-size \
 	vgg-depth googlenet googlenet-variants googlenet-min-size googlenet-params resnet18 \
 	resnet-depth resnet-bottleneck resnet-preact vanishing-gradient alexnet-lrn lenet-local \
-	lenet-optimizers seed-recipes
+	lenet-optimizers course-recipes
 .PHONY: $(EXERCISES)
 
 ##@ LeNet (28 px: every item trains on a CPU)
-lenet: data  ## LeNet: the seed recipe (sigmoid, avg-pool, SGD lr 0.9, batch 256, 10 epochs)
+lenet: data  ## LeNet: the course recipe (sigmoid, avg-pool, SGD lr 0.9, batch 256, 10 epochs)
 	s=0; $(call sweep,experiment=lenet,$(QUICK_28)) $(report)
 
 lenet-pool: data  ## LeNet I: average vs max pooling
@@ -154,11 +154,11 @@ lenet-mnist: data  ## LeNet III: lenet_improved on MNIST (goal: test acc >= 0.99
 
 lenet-activations: data  ## LeNet IV: first/second-layer activations, sweaters vs coats
 	s=0; $(call sweep,experiment=lenet,$(QUICK_28)) \
-	$(BIN)/python -m cnnlab.visualize run_dir=$(exercise_dir)/0 'classes=[Pullover,Coat]' \
+	$(BIN)/cnnlab-visualize run_dir=$(exercise_dir)/0 'classes=[Pullover,Coat]' \
 	  hydra.run.dir=$(exercise_dir)/visualize || s=1; $(report)
 
 ##@ AlexNet (224 px: the full recipes need a GPU)
-alexnet: data  ## AlexNet: the seed recipe (224 px, SGD lr 0.01, batch 128, 10 epochs)
+alexnet: data  ## AlexNet: the course recipe (224 px, SGD lr 0.01, batch 128, 10 epochs)
 	s=0; $(call sweep,experiment=alexnet,$(QUICK_ALEXNET)) $(report)
 
 alexnet-epochs: data  ## AlexNet I: AlexNet and LeNet trained 30 epochs (QUICK=1: 6)
@@ -182,7 +182,7 @@ lenet-preprocessing: data  ## AlexNet V: normalisation and augmentation, on LeNe
 	s=0; $(call sweep,experiment=lenet_preprocessing,$(QUICK_28)) $(report)
 
 ##@ VGG (224 px: the full recipes need a GPU)
-vgg11: data  ## VGG: the VGG-11 seed recipe (widths / 4, 224 px, SGD lr 0.05, batch 128)
+vgg11: data  ## VGG: the VGG-11 course recipe (widths / 4, 224 px, SGD lr 0.05, batch 128)
 	s=0; $(call sweep,experiment=vgg11,$(QUICK_VGG)) $(report)
 
 vgg-layers: install  ## VGG I: output shape per block and per layer (analyze)
@@ -199,7 +199,7 @@ vgg-depth: data  ## VGG IV: VGG-11 vs VGG-16 vs VGG-19
 	s=0; $(call sweep,experiment=vgg_depth,$(QUICK_VGG)) $(report)
 
 ##@ GoogLeNet (96 px: the full recipes need a GPU)
-googlenet: data  ## GoogLeNet: the seed recipe (96 px, SGD lr 0.1, batch 128, 10 epochs)
+googlenet: data  ## GoogLeNet: the course recipe (96 px, SGD lr 0.1, batch 128, 10 epochs)
 	s=0; $(call sweep,experiment=googlenet,$(QUICK_GOOGLENET)) $(report)
 
 googlenet-variants: data  ## GoogLeNet I: BN, Inception-v3 changes, label smoothing, Inc.-ResNet
@@ -213,7 +213,7 @@ googlenet-params: install  ## GoogLeNet III: parameters and FLOPs vs AlexNet and
 	  dataset.image_size=224)
 
 ##@ ResNet (96 px: the full recipes need a GPU)
-resnet18: data  ## ResNet: the ResNet-18 seed recipe (96 px, SGD lr 0.05, batch 256, 10 epochs)
+resnet18: data  ## ResNet: the ResNet-18 course recipe (96 px, SGD lr 0.05, batch 256, 10 epochs)
 	s=0; $(call sweep,experiment=resnet18,$(QUICK_RESNET)) $(report)
 
 resnet-depth: data  ## ResNet II: ResNet-18/34/50/101/152 (the paper's Table 1)
@@ -226,9 +226,9 @@ resnet-preact: data  ## ResNet IV: pre-activation vs post-activation blocks
 	s=0; $(call sweep,experiment=resnet_preact,$(QUICK_RESNET)) $(report)
 
 ##@ GPU
-SEED_RECIPES ?= lenet$(comma)alexnet$(comma)vgg11$(comma)googlenet$(comma)resnet18
-seed-recipes: data  ## the five seed recipes, 10 epochs each, on one GPU (trainer=gpu, CUDA graphs; README "Speed")
-	s=0; $(call sweep,experiment=$(SEED_RECIPES) trainer=gpu cuda_graphs=true,$(QUICK_BIG)) $(report)
+COURSE_RECIPES ?= lenet$(comma)alexnet$(comma)vgg11$(comma)googlenet$(comma)resnet18
+course-recipes: data  ## the five course recipes, 10 epochs each, on one GPU (trainer=gpu, CUDA graphs; docs/performance.md)
+	s=0; $(call sweep,experiment=$(COURSE_RECIPES) trainer=gpu cuda_graphs=true,$(QUICK_BIG)) $(report)
 
 ##@ Lecture extras
 vanishing-gradient: data  ## Extra: sigmoid vs ReLU, gradient norm per layer

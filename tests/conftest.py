@@ -45,7 +45,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # The Optuna sweeper is an optional extra (it brings SciPy, +0.7 s on every start-up): its
     # tests say how to run them rather than fail where it is not installed.
-    from cnnlab.train import plugin_installed
+    from cnnlab.runs.sweep import plugin_installed
 
     if plugin_installed("optuna"):
         return

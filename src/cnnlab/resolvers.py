@@ -1,10 +1,13 @@
-"""OmegaConf resolvers the configs use. Registered on import of cnnlab's entry points."""
+"""Where the project's configs are, and the OmegaConf resolvers they use. Registered on import:
+every entry point imports this module before Hydra composes a config."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from omegaconf import OmegaConf
+
+from cnnlab.runs.rundir import hydra_subdir_resolver, run_dir_resolver
 
 
 def project_root() -> Path:
@@ -17,27 +20,18 @@ def project_root() -> Path:
     return Path.cwd()
 
 
+def config_dir() -> Path:
+    return project_root() / "conf"
+
+
 def register() -> None:
     if not OmegaConf.has_resolver("cnnlab_root"):
         OmegaConf.register_new_resolver("cnnlab_root", lambda: str(project_root()))
-    # conf/hydra/default.yaml's run dir uses the resume resolvers: every entry point needs them.
-    # cnnlab.resume imports Lightning (seconds), so it is imported only when they are resolved.
+    # conf/hydra/default.yaml: a resumed run writes into the run directory it continues.
     if not OmegaConf.has_resolver("cnnlab_run_dir"):
-        OmegaConf.register_new_resolver("cnnlab_run_dir", _run_dir)
+        OmegaConf.register_new_resolver("cnnlab_run_dir", run_dir_resolver)
     if not OmegaConf.has_resolver("cnnlab_hydra_subdir"):
-        OmegaConf.register_new_resolver("cnnlab_hydra_subdir", _hydra_subdir)
-
-
-def _run_dir(resume: str | None, ckpt_path: str | None, default: str) -> str:
-    from cnnlab.resume import run_dir_resolver
-
-    return run_dir_resolver(resume, ckpt_path, default)
-
-
-def _hydra_subdir(resume: str | None, ckpt_path: str | None) -> str | None:
-    from cnnlab.resume import hydra_subdir_resolver
-
-    return hydra_subdir_resolver(resume, ckpt_path)
+        OmegaConf.register_new_resolver("cnnlab_hydra_subdir", hydra_subdir_resolver)
 
 
 register()

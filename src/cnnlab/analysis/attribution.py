@@ -15,9 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.models.layers import LocallyConnected2d
-
-CONV_TYPES = (nn.Conv2d, LocallyConnected2d)
+from cnnlab.models.layers import CONV_TYPES
 
 
 def conv_layer_names(model: nn.Module) -> list[str]:

@@ -14,21 +14,22 @@ from cnnlab.analysis.memory import MemoryEstimate
 from cnnlab.analysis.min_size import MinSizeReport
 from cnnlab.analysis.tables import Table, count, mb, percent, si
 from cnnlab.errors import ConfigError
-from cnnlab.resolvers import project_root
+from cnnlab.models.layers import CONV_TYPES
+from cnnlab.resolvers import config_dir
 
 # Parameters of these leaf types are reported as their own columns.
-CONV_TYPES = ("Conv2d", "LocallyConnected2d")
+CONV_TYPE_NAMES = tuple(t.__name__ for t in CONV_TYPES)
 FC_TYPES = ("Linear",)
 
 
 def model_names() -> list[str]:
-    return sorted(p.stem for p in (project_root() / "conf" / "model").glob("*.yaml"))
+    return sorted(p.stem for p in (config_dir() / "model").glob("*.yaml"))
 
 
 def with_model(cfg: DictConfig, name: str) -> DictConfig:
     """A copy of ``cfg`` whose ``model`` is ``conf/model/<name>.yaml`` (its interpolations, e.g.
     ``${dataset.in_channels}``, resolve against the copy)."""
-    path = project_root() / "conf" / "model" / f"{name}.yaml"
+    path = config_dir() / "model" / f"{name}.yaml"
     if not path.is_file():
         raise ConfigError(
             f"unknown model {name!r} in models=[...]; choose from: {', '.join(model_names())}"
@@ -76,7 +77,7 @@ def compare_row(
     by_type = profile.params_by_type()
     largest = profile.dominant()["params"]
     row.params = profile.total_params
-    row.conv_params = sum(by_type.get(t, 0) for t in CONV_TYPES)
+    row.conv_params = sum(by_type.get(t, 0) for t in CONV_TYPE_NAMES)
     row.fc_params = sum(by_type.get(t, 0) for t in FC_TYPES)
     row.param_bytes = profile.total_param_bytes
     row.flops_per_image = profile.total_flops_per_image

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from cnnlab.data import cache
-from cnnlab.data.idx import IDXFormatError, read_idx, write_idx
-from cnnlab.data.sources import DATASETS, DatasetNotFoundError, load_split, locate
+from cnnlab.data.idx import read_idx, write_idx
+from cnnlab.data.sources import DATASETS, load_split, locate
+from cnnlab.errors import DatasetNotFoundError, IDXFormatError
 
 __all__ = [
     "DATASETS",

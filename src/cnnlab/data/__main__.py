@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cnnlab.data.sources import DATASETS, DatasetNotFoundError, load_split, locate
+from cnnlab.data.sources import DATASETS, load_split, locate
+from cnnlab.errors import DatasetNotFoundError
 from cnnlab.resolvers import project_root
 
 

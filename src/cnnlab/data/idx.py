@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab.errors import IDXFormatError
+
 # IDX type codes -> numpy dtypes (big-endian where it matters). MNIST uses only 0x08 (uint8).
 IDX_DTYPES = {
     0x08: np.dtype(np.uint8),
@@ -26,10 +28,6 @@ IDX_DTYPES = {
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-class IDXFormatError(ValueError):
-    """An IDX file that is truncated, corrupted or not IDX at all."""
-
-
 def _read_bytes(path: Path) -> bytes:
     raw = path.read_bytes()
     if not raw.startswith(GZIP_MAGIC):
@@ -39,7 +37,7 @@ def _read_bytes(path: Path) -> bytes:
     except (EOFError, OSError, zlib.error) as err:
         raise IDXFormatError(
             f"{path}: the gzip stream is truncated or corrupted ({err}). Delete the file and "
-            f"fetch it again (see README, 'Data')."
+            f"fetch it again (see docs/data.md)."
         ) from err
 
 

@@ -17,10 +17,12 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from cnnlab.seeds import epoch_seed
+
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     # A fresh generator per (seed, epoch): no hidden state carried from one epoch to the next.
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch))
 
 
 class IndexBatchLoader:

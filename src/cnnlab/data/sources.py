@@ -1,21 +1,25 @@
-"""Where the IDX files of a dataset come from, in the order DESIGN.md fixes:
+"""Where the IDX files of a dataset come from, in this order:
 
 1. ``dataset.root`` (also ``root/<name>`` and torchvision's ``root/<Class>/raw`` layout);
-2. the offline copies of these machines: Debian's ``dataset-fashion-mnist`` package for
-   Fashion-MNIST, ``shared/data/mnist`` beside the checkout for MNIST;
-3. torchvision's download into ``dataset.root`` (needs internet).
+2. the folders of the environment variable ``CNNLAB_DATA_PATH`` (colon-separated, each searched
+   like ``dataset.root``): offline copies a machine keeps outside the checkout;
+3. Debian's ``dataset-fashion-mnist`` package, for Fashion-MNIST;
+4. torchvision's download into ``dataset.root`` (needs internet).
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from cnnlab.data.cache import read_idx_cached
-from cnnlab.resolvers import project_root
+from cnnlab.errors import DatasetNotFoundError
+
+DATA_PATH_ENV = "CNNLAB_DATA_PATH"
 
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -56,14 +60,13 @@ DATASETS: dict[str, DatasetSpec] = {
         name="mnist",
         torchvision_class="MNIST",
         classes=tuple(str(d) for d in range(10)),
-        offline_dirs=(project_root().parent / "shared" / "data" / "mnist",),
-        install_hint="copy the four MNIST IDX .gz files into the folder",
+        offline_dirs=(),
+        install_hint=(
+            f"put the four IDX files into a folder named in {DATA_PATH_ENV} "
+            f"(colon-separated folders, searched after dataset.root)"
+        ),
     ),
 }
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """None of the data sources has the dataset."""
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -83,11 +86,19 @@ def _has_all_files(folder: Path) -> bool:
     return all(_find_file(folder, stem) for pair in SPLIT_FILES.values() for stem in pair)
 
 
+def data_path_dirs() -> list[Path]:
+    """The folders named in ``CNNLAB_DATA_PATH``."""
+    entries = os.environ.get(DATA_PATH_ENV, "").split(os.pathsep)
+    return [Path(entry).expanduser() for entry in entries if entry]
+
+
 def candidate_dirs(spec: DatasetSpec, root: str | Path | None) -> list[Path]:
-    dirs: list[Path] = []
-    if root:
-        root = Path(root).expanduser()
-        dirs += [root, root / spec.name, root / spec.torchvision_class / "raw"]
+    bases = ([Path(root).expanduser()] if root else []) + data_path_dirs()
+    dirs = [
+        folder
+        for base in bases
+        for folder in (base, base / spec.name, base / spec.torchvision_class / "raw")
+    ]
     return dirs + list(spec.offline_dirs)
 
 
@@ -111,12 +122,13 @@ def locate(name: str, root: str | Path | None, download: bool = True) -> Path:
             download_error = f"torchvision downloaded nothing usable into {folder}"
         except Exception as err:  # noqa: BLE001 - any failure here means "no internet" to the user
             download_error = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+    offline = f" -> {spec.offline_dirs[0]}" if spec.offline_dirs else ""
     raise DatasetNotFoundError(
         f"Dataset '{name}' not found. Looked in: {', '.join(str(d) for d in searched)}; "
         f"the torchvision download failed ({download_error}). Get it one of three ways: "
         f"(1) put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
         f"t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into dataset.root={root}; "
-        f"(2) {spec.install_hint} -> {spec.offline_dirs[0]}; "
+        f"(2) {spec.install_hint}{offline}; "
         f"(3) run once with internet access so torchvision downloads it into dataset.root."
     )
 

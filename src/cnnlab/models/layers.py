@@ -140,6 +140,10 @@ class LocallyConnected2d(nn.Module):
         return out if self.bias is None else out + self.bias
 
 
+# The convolution-like layers (shared weights or not) that analysis and visualisation look for.
+CONV_TYPES: tuple[type[nn.Module], ...] = (nn.Conv2d, LocallyConnected2d)
+
+
 class _LocalResponseNorm(nn.Module):
     """Shared body of the two LRN kinds: ``b = a / (k + alpha * S)^beta`` where ``S`` is the sum
     of squared activations over a window around ``a``; subclasses say where the window lies.

@@ -1,0 +1,1 @@
+"""Thin entry points, one module per console script: train, analyze, visualize, report, bench."""

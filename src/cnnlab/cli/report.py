@@ -1,0 +1,461 @@
+"""``cnnlab-report`` (cnnlab.cli.report): one table and one figure for a set of runs.
+
+    cnnlab-report outputs/exercises/lenet-pool/latest     # what `make lenet-pool` made
+    cnnlab-report outputs/multirun/<date>/<time>          # any sweep
+    cnnlab-report outputs/runs/<date>/<time>              # a single run
+
+Reads the ``results.json`` of every run below the directory (the contract of
+cnnlab.runs.results) and writes into it
+
+* ``report.md``: one row per run, labelled by the overrides that differ between the runs, with
+  test and best validation accuracy, final train loss, epochs, parameters, images/s, wall time,
+  peak memory and status, sorted by test accuracy. Runs that differ only in ``seed`` share a row
+  (mean ± standard deviation and the number of seeds). Failed, diverged and unfinished runs are
+  listed with their status and error; a quick run (``quick=true``, ``make <item> QUICK=1``) says so.
+* ``curves.png``: validation accuracy and training loss per epoch, one line per run, from the
+  per-epoch ``history`` in results.json (the same values TensorBoard shows).
+
+and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cnnlab.runs.results import RESULTS_FILE, read_results
+
+REPORT_FILE = "report.md"
+CURVES_FILE = "curves.png"
+SWEEP_FILE = "multirun.yaml"
+OPTUNA_FILE = "optimization_results.yaml"  # the Optuna sweeper's best trial
+# Keys that never label a row: seed is what a group averages over; the resume switches say how
+# a run was started, not what it is.
+UNLABELLED_KEYS = ("seed", "resume", "resume_sweep", "ckpt_path")
+
+
+class ReportError(Exception):
+    """The directory holds nothing to report on."""
+
+
+@dataclass
+class Run:
+    """One run directory and its results.json (``{"status": "missing"}`` when it has none)."""
+
+    path: Path
+    results: dict[str, Any]
+    overrides: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.overrides = parse_overrides(self.results.get("overrides") or [])
+
+    @property
+    def status(self) -> str:
+        return str(self.results.get("status", "missing"))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.results.get("config") or {}
+
+    @property
+    def quick(self) -> bool:
+        return bool(self.config.get("quick")) or self.overrides.get("quick") in ("true", "True")
+
+    def get(self, key: str) -> float | None:
+        value = self.results.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return None if math.isnan(value) else float(value)
+
+    def status_text(self) -> str:
+        if self.status == "diverged" and self.results.get("diverged_epoch") is not None:
+            return f"diverged (epoch {self.results['diverged_epoch']})"
+        return self.status
+
+
+@dataclass
+class Group:
+    """The runs that share a label: one run, or the seeds of one configuration."""
+
+    label: str
+    runs: list[Run]
+
+    def values(self, key: str) -> list[float]:
+        return [v for v in (run.get(key) for run in self.runs) if v is not None]
+
+    def mean(self, key: str) -> float | None:
+        values = self.values(key)
+        return statistics.fmean(values) if values else None
+
+    def status_text(self) -> str:
+        texts = [run.status_text() for run in self.runs]
+        if len(set(texts)) == 1:
+            return texts[0]
+        counts: dict[str, int] = {}
+        for text in texts:
+            counts[text] = counts.get(text, 0) + 1
+        return ", ".join(f"{n} {text}" for text, n in counts.items())
+
+
+# --- reading ---------------------------------------------------------------------------------
+def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
+    """Hydra task overrides (``model.pool=max``, ``+x=1``, ``++quick=true``) as key -> value."""
+    parsed: dict[str, str] = {}
+    for override in overrides:
+        key, sep, value = str(override).partition("=")
+        key = key.lstrip("+~")
+        if key:
+            parsed[key] = value if sep else ""
+    return parsed
+
+
+def find_runs(root: Path) -> list[Run]:
+    """Every run below ``root`` (``root`` itself may be one): directories with a results.json,
+    and sweep job directories (Hydra's ``.hydra/`` snapshot) whose job died before writing one."""
+    if not root.is_dir():
+        raise ReportError(f"no such directory: {root}")
+    run_dirs = {p.parent for p in root.rglob(RESULTS_FILE)}
+    # Hydra writes multirun.yaml into a sweep dir first, then <job number>/ as each job starts.
+    job_dirs = {
+        job
+        for sweep in root.rglob(SWEEP_FILE)
+        for job in sweep.parent.iterdir()
+        if job.is_dir() and job.name.isdigit()
+    }
+    runs = [Run(d, read_results(d) or {}) for d in run_dirs]
+    runs += [
+        Run(d, {"status": "missing", "error": f"no {RESULTS_FILE}: the job died or still runs"})
+        for d in job_dirs - run_dirs
+    ]
+    if not runs:
+        raise ReportError(
+            f"no {RESULTS_FILE} below {root}. Give a run directory (outputs/runs/<date>/<time>) "
+            f"or a sweep directory (outputs/multirun/<date>/<time>, "
+            f"outputs/exercises/<item>/<stamp>) that cnnlab-train wrote."
+        )
+    return sorted(runs, key=lambda run: _natural_key(run.path.relative_to(root)))
+
+
+def _natural_key(path: Path) -> list[tuple[int, int | str]]:
+    """Sort job directories 0, 1, 2, ..., 10 rather than 0, 1, 10, 2."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in path.parts]
+
+
+# --- grouping --------------------------------------------------------------------------------
+def varying_keys(runs: Sequence[Run]) -> list[str]:
+    """Override keys whose value is not the same in every run (first-seen order)."""
+    keys: list[str] = []
+    for run in runs:
+        keys += [key for key in run.overrides if key not in keys]
+    return [
+        key
+        for key in keys
+        if key not in UNLABELLED_KEYS and len({run.overrides.get(key) for run in runs}) > 1
+    ]
+
+
+def common_overrides(runs: Sequence[Run]) -> list[str]:
+    """The overrides every run shares (shown once, above the table)."""
+    if not runs:
+        return []
+    first = runs[0].overrides
+    return [
+        f"{key}={value}"
+        for key, value in first.items()
+        if key not in UNLABELLED_KEYS and all(run.overrides.get(key) == value for run in runs)
+    ]
+
+
+def short_value(value: str) -> str:
+    """A float as Optuna samples it (0.06260326907499733) shown with 4 significant digits."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if "." in value and len(value) > 8 else value
+
+
+def run_label(run: Run, keys: Sequence[str], short: bool = False) -> str:
+    """The run's values of the varying keys (a key it does not set is left out)."""
+    parts = [
+        f"{key}={short_value(run.overrides[key]) if short else run.overrides[key]}"
+        for key in keys
+        if key in run.overrides
+    ]
+    if parts:
+        return " ".join(parts)
+    return f"experiment={run.overrides['experiment']}" if "experiment" in run.overrides else "run"
+
+
+def group_runs(runs: Sequence[Run]) -> list[Group]:
+    """Runs with the same overrides but the seed form one group (labelled with short floats)."""
+    keys = varying_keys(runs)
+    mixed_quick = len({run.quick for run in runs}) > 1
+    groups: dict[str, Group] = {}
+    for run in runs:
+        quick = " (quick)" if mixed_quick and run.quick else ""
+        label = run_label(run, keys, short=True) + quick
+        groups.setdefault(run_label(run, keys) + quick, Group(label, [])).runs.append(run)
+    return sort_groups(list(groups.values()))
+
+
+def sort_groups(groups: list[Group]) -> list[Group]:
+    """Best test accuracy first; groups without one after them, best validation accuracy first."""
+
+    def key(group: Group) -> tuple[int, float, float]:
+        test, val = group.mean("test_acc"), group.mean("val_acc")
+        return (0 if test is not None else 1, -(test or 0.0), -(val or 0.0))
+
+    return sorted(groups, key=key)
+
+
+# --- formatting ------------------------------------------------------------------------------
+def _stat(values: list[float], fmt: Callable[[float], str]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(statistics.fmean(values))} ± {fmt(statistics.stdev(values))}"
+
+
+def _count(value: float) -> str:
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+COLUMNS: list[tuple[str, str, Callable[[float], str]]] = [
+    ("test acc", "test_acc", lambda v: f"{v:.4f}"),
+    ("best val acc", "val_acc", lambda v: f"{v:.4f}"),
+    ("train loss", "train_loss", lambda v: f"{v:.4f}"),
+    ("epochs", "epochs_completed", lambda v: f"{v:.0f}"),
+    ("params", "params", _count),
+    ("images/s", "train_images_per_s", lambda v: f"{v:.0f}"),
+    ("wall s", "wall_s", lambda v: f"{v:.0f}"),
+    ("peak MB", "peak_memory_mb", lambda v: f"{v:.0f}"),
+]
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def results_table(groups: Sequence[Group]) -> str:
+    """The main table: one row per group, the columns that any run has a value for."""
+    columns = [c for c in COLUMNS if any(g.values(c[1]) for g in groups)]
+    with_seeds = any(len(g.runs) > 1 for g in groups)
+    header = ["run", "status", *(c[0] for c in columns)] + (["seeds"] if with_seeds else [])
+    rows = []
+    for group in groups:
+        row = [group.label, group.status_text()]
+        row += [_stat(group.values(key), fmt) for _, key, fmt in columns]
+        rows.append(row + ([str(len(group.runs))] if with_seeds else []))
+    return markdown_table(header, rows)
+
+
+def grad_norm_table(groups: Sequence[Group]) -> str | None:
+    """Mean gradient norm per layer (diagnostics.grad_norms), one column per group."""
+    per_group: list[tuple[str, dict[str, float]]] = []
+    layers: list[str] = []
+    for group in groups:
+        norms: dict[str, list[float]] = {}
+        for run in group.runs:
+            mean_per_layer = (run.results.get("grad_norms") or {}).get("mean_per_layer") or {}
+            for layer, value in mean_per_layer.items():
+                norms.setdefault(layer, []).append(float(value))
+        if norms:
+            layers += [layer for layer in norms if layer not in layers]
+            per_group.append((group.label, {k: statistics.fmean(v) for k, v in norms.items()}))
+    if not per_group:
+        return None
+    header = ["layer (input to output)", *(label for label, _ in per_group)]
+    rows = [
+        [layer, *(f"{norms[layer]:.3g}" if layer in norms else "–" for _, norms in per_group)]
+        for layer in layers
+    ]
+    return markdown_table(header, rows)
+
+
+def quick_note(runs: Sequence[Run]) -> str | None:
+    """What a quick run trained on, from its config: the subset, epochs and image size."""
+    settings = []
+    for run in runs:
+        if not run.quick or not run.config:  # a failed run may have recorded no config
+            continue
+        dataset = run.config.get("dataset") or {}
+        epochs = (run.config.get("trainer") or {}).get("max_epochs", "?")
+        text = (
+            f"{_fmt_subset(dataset.get('train_subset'), 'all')} training images "
+            f"(validation {_fmt_subset(dataset.get('val_size'), '?')} held out of them, test "
+            f"{_fmt_subset(dataset.get('test_subset'), '10,000')}), "
+            f"{epochs} epoch{'' if epochs == 1 else 's'}, {dataset.get('image_size', '?')} px"
+        )
+        if text not in settings:
+            settings.append(text)
+    if not settings:
+        return None
+    return (
+        "**Quick run** (`QUICK=1`, `quick=true`): " + "; ".join(settings) + ". It shows that the "
+        "experiment runs end to end; its accuracies are not the course results."
+    )
+
+
+def _fmt_subset(value: Any, default: str) -> str:
+    return f"{value:,}" if isinstance(value, int) else default
+
+
+# --- figure ----------------------------------------------------------------------------------
+def plot_curves(groups: Sequence[Group], path: Path) -> bool:
+    """Validation accuracy and training loss per epoch, one line per run; False if no run has
+    a finished epoch."""
+    lines = []
+    for group in groups:
+        for run in group.runs:
+            history = run.results.get("history") or {}
+            name = group.label
+            if len(group.runs) > 1:
+                name += f" (seed {run.overrides.get('seed', (run.config or {}).get('seed', '?'))})"
+            lines.append((name, history.get("val/acc") or [], history.get("train/loss") or []))
+    if not any(val or loss for _, val, loss in lines):
+        return False
+
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and in tests
+    import matplotlib.pyplot as plt
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, val, loss in lines:
+        if val:
+            ax_acc.plot(range(1, len(val) + 1), val, marker="o", markersize=3, label=name)
+        if loss:
+            ax_loss.plot(range(1, len(loss) + 1), loss, marker="o", markersize=3, label=name)
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy", title="val/acc")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="train/loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    handles, labels = ax_loss.get_legend_handles_labels()
+    if not handles:
+        handles, labels = ax_acc.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize="small")
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * math.ceil(len(labels) / 3), 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# --- the report ------------------------------------------------------------------------------
+@dataclass
+class Report:
+    markdown: str
+    table: str
+    report_path: Path
+    curves_path: Path | None
+    groups: list[Group]
+
+
+def build_report(root: Path, out_dir: Path | None = None) -> Report:
+    """Read the runs below ``root``, write report.md (and curves.png) into ``out_dir`` (default
+    ``root``) and return what was written."""
+    root = root.resolve()
+    out_dir = (out_dir or root).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = find_runs(root)
+    groups = group_runs(runs)
+    table = results_table(groups)
+    curves_path = out_dir / CURVES_FILE
+    has_curves = plot_curves(groups, curves_path)
+
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.status] = counts.get(run.status, 0) + 1
+    devices = sorted({str(run.results["device"]) for run in runs if run.results.get("device")})
+    counted = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    parts = [
+        f"# Report: {root.name}",
+        "",
+        f"- Directory: `{root}`",
+        f"- Runs: {len(runs)} ({counted})",
+    ]
+    if devices:
+        parts.append("- Machine: " + "; ".join(devices))
+    common = common_overrides(runs)
+    if common:
+        parts.append("- Overrides of every run: `" + " ".join(common) + "`")
+    note = quick_note(runs)
+    if note:
+        parts += ["", note]
+    parts += ["", table, ""]
+    peak_kinds = {run.results.get("peak_memory_kind") for run in runs} - {None}
+    if "process_peak_rss" in peak_kinds:
+        parts.append("peak MB: CUDA peak allocation on a GPU, the process's peak RSS on a CPU.")
+    if any(len(group.runs) > 1 for group in groups):
+        parts.append("Rows with several seeds show mean ± standard deviation over the seeds.")
+    norms = grad_norm_table(groups)
+    if norms:
+        parts += ["", "## Gradient norm per layer (mean over the logged steps)", "", norms]
+    unfinished = [run for run in runs if run.status != "ok"]
+    if unfinished:
+        parts += ["", "## Runs that did not finish normally", ""]
+        labels = {id(run): group.label for group in groups for run in group.runs}
+        for run in unfinished:
+            error = str(run.results.get("error", "")).strip().splitlines()
+            parts.append(
+                f"- `{run.path.relative_to(root) if run.path != root else '.'}` "
+                f"({labels[id(run)]}) {run.status_text()}"
+                + (f": {error[0][:300]}" if error else "")
+            )
+    optuna = sorted(root.rglob(OPTUNA_FILE))
+    for path in optuna:
+        parts += ["", f"## Optuna: best trial (`{path.relative_to(root)}`)", "", "```yaml"]
+        parts += [path.read_text().rstrip(), "```"]
+    parts += [""]
+    if has_curves:
+        parts += [f"![val/acc and train/loss per epoch]({CURVES_FILE})", ""]
+    parts += [f"TensorBoard (hparams tab included): `make tensorboard DIR={root}`", ""]
+    report_path = out_dir / REPORT_FILE
+    markdown = "\n".join(parts)
+    report_path.write_text(markdown)
+    return Report(markdown, table, report_path, curves_path if has_curves else None, groups)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="cnnlab-report",
+        description="Summarise the runs below a run or sweep directory: report.md, curves.png.",
+    )
+    parser.add_argument("directory", type=Path, help="a run dir or a sweep (multirun) dir")
+    parser.add_argument("--out", type=Path, help="where to write (default: the directory)")
+    args = parser.parse_args(argv)
+    try:
+        report = build_report(args.directory, args.out)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    note = quick_note([run for group in report.groups for run in group.runs])
+    if note:
+        print(note.replace("**", ""))
+    print(report.table)
+    print(f"\nreport:      {report.report_path}")
+    if report.curves_path:
+        print(f"curves:      {report.curves_path}")
+    print(f"TensorBoard: make tensorboard DIR={args.directory.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Run bookkeeping: a run directory's files (results.json, checkpoints), continuing runs, sweeps."""

@@ -1,0 +1,167 @@
+"""results.json, the record of one run: its file name, its statuses, reading and writing it, the
+record a failed run leaves, and the summary printed at a run's end.
+
+Statuses: ``ok`` and ``diverged`` (FINISHED: a deterministic rerun would end the same way),
+``interrupted`` (SIGTERM; it continues with ``resume=``), ``failed`` (an error; traceback.txt
+beside it). Readers also see ``missing`` (no file: the job died before writing one, or still
+runs) and ``unreadable``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import traceback
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnnlab.errors import USER_ERRORS
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    from cnnlab.training.lit import LitClassifier
+
+RESULTS_FILE = "results.json"
+TRACEBACK_FILE = "traceback.txt"
+FINISHED = ("ok", "diverged")
+
+
+def read_results(run_dir: Path) -> dict[str, Any] | None:
+    """A run's results, or None where it has no results.json. A file that is not JSON (or not
+    a JSON object) reads as status ``unreadable``, with the reason in ``error``."""
+    path = Path(run_dir) / RESULTS_FILE
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return {"status": "unreadable", "error": f"cannot read {path.name}: {err}"}
+    try:
+        results = json.loads(text)
+    except ValueError as err:
+        return {"status": "unreadable", "error": f"cannot read {path.name}: {err}"}
+    if not isinstance(results, dict):
+        return {"status": "unreadable", "error": f"{path.name} is not a JSON object"}
+    return results
+
+
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """Write ``data`` as JSON to ``path`` whole or not at all: a temporary file in the same
+    directory, flushed to disk, then renamed over ``path``. A killed process leaves the old file
+    (or none), never half of a new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=2, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
+    return write_json_atomic(Path(run_dir) / RESULTS_FILE, results)
+
+
+def training_results(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    lit: LitClassifier,
+    *,
+    started: float,
+    params: int,
+    overrides: list[str],
+) -> dict[str, Any]:
+    """What a finished (or diverged, or interrupted) training run records, from its Trainer and
+    LitClassifier. The caller adds the status and how the run ended. ``params`` is counted before
+    training (FSDP shards the parameters during it)."""
+    from cnnlab.devices import device_description  # torch: not for the readers of results
+
+    last = {key: values[-1] for key, values in lit.history.items() if values}
+    results: dict[str, Any] = dict(
+        test_acc=last.get("test/acc"),
+        test_loss=last.get("test/loss"),
+        val_acc=lit.best_val_acc if "val/acc" in last else None,
+        train_loss=last.get("train/loss"),
+        train_acc=last.get("train/acc"),
+        epochs_completed=trainer.current_epoch,
+        params=params,
+        train_images_per_s=round(lit.train_images_per_s, 1),
+        validation_cost_pct=(
+            round(lit.validation_cost_pct, 1) if lit.validation_cost_pct is not None else None
+        ),
+        startup_s=lit.startup_s,
+        wall_s=round(time.perf_counter() - started, 2),
+        # Where the wall time went (the rest: start-up, test, sanity check, set-up).
+        train_s=round(lit.train_seconds, 2),
+        val_s=round(lit.val_seconds, 2),
+        device=device_description(trainer.strategy.root_device),
+        world_size=trainer.world_size,
+        global_batch_size=cfg.dataset.batch_size * trainer.world_size,
+        history=lit.history,
+        tensorboard_dir=trainer.logger.log_dir if trainer.logger else None,
+        overrides=overrides,
+        config=OmegaConf.to_container(cfg, resolve=True),
+    )
+    # Callbacks with something to add (diagnostics: peak memory, gradient norms).
+    for callback in trainer.callbacks:
+        if hasattr(callback, "results_extras"):
+            results.update(callback.results_extras())
+    return results
+
+
+def record_failure(run_dir: Path, err: BaseException, overrides: list[str]) -> None:
+    """A failed run still leaves results.json (status failed) and traceback.txt behind.
+
+    Nothing already there is lost: the traceback is appended, a results.json that records an
+    earlier run's outcome (finished or interrupted) is kept, and a user error against such a run's
+    directory (a bad resume= command) writes nothing there at all."""
+    previous = read_results(run_dir)
+    earlier_outcome = previous is not None and previous.get("status") != "failed"
+    if earlier_outcome and isinstance(err, USER_ERRORS):
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / TRACEBACK_FILE, "a") as f:
+        f.write(f"--- {datetime.now().isoformat(timespec='seconds')}\n")
+        f.write("".join(traceback.format_exception(err)))
+    if earlier_outcome:
+        return
+    write_results(
+        run_dir,
+        {"status": "failed", "error": f"{type(err).__name__}: {err}", "overrides": overrides},
+    )
+
+
+def print_summary(results: dict[str, Any], path: Path) -> None:
+    """The lines a run ends with: outcome, test accuracy, speed, where results and logs are."""
+    from rich.console import Console
+
+    console = Console()
+    acc, epochs = results["test_acc"], results["epochs_completed"]
+    console.print(
+        f"[bold]{results['status']}[/bold]: test_acc="
+        f"{'n/a' if acc is None else f'{acc:.4f}'}, best val_acc="
+        f"{results['val_acc'] if results['val_acc'] is None else round(results['val_acc'], 4)}, "
+        f"{epochs} epoch{'' if epochs == 1 else 's'} in {results['wall_s']:.0f} s "
+        f"({results['train_images_per_s']:.0f} train images/s on {results['device']})"
+    )
+    console.print(f"results:     {path}")
+    if results["tensorboard_dir"]:
+        console.print(f"TensorBoard: tensorboard --logdir {results['tensorboard_dir']}")
+    if results["status"] == "diverged":
+        console.print(f"diverged:    {results['error']}")
+    if results["status"] == "interrupted":
+        console.print(
+            f"interrupted: {results['error']}; checkpoint {results['checkpoint']}. Continue "
+            f"with: cnnlab-train resume={path.parent}"
+        )
