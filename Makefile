@@ -5,9 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 DIR    ?= outputs
+PORT   ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-optuna install-slurm data train test test-all test-optuna bench lint \
+.PHONY: help install install-optuna install-slurm data train eval test test-all test-optuna bench lint \
 	tensorboard clean
 
 help:  ## list the targets
@@ -41,6 +42,9 @@ data: install  ## make sure Fashion-MNIST (and MNIST where available) can be rea
 train: data  ## train the default job (seed LeNet recipe); overrides: make train ARGS="optimizer.lr=0.1"
 	$(BIN)/cnnlab-train $(ARGS)
 
+eval: data  ## test a trained model on the full test split: make eval ARGS="run_dir=outputs/runs/<date>/<time>"
+	$(BIN)/cnnlab-eval $(ARGS)
+
 test: data  ## run the test suite (fast tests; `make test-all` adds the slow ones)
 	$(BIN)/python -m pytest $(ARGS)
 
@@ -56,8 +60,8 @@ bench: data  ## throughput: course DataLoader loop vs cnnlab data path vs full r
 lint: install  ## ruff
 	$(BIN)/ruff check src tests
 
-tensorboard: install  ## compare runs: make tensorboard DIR=outputs/multirun/<date>/<time>
-	$(BIN)/tensorboard --logdir $(DIR)
+tensorboard: install  ## compare runs: make tensorboard DIR=outputs/multirun/<date>/<time> [PORT=6007]
+	$(BIN)/tensorboard --logdir $(DIR) $(if $(PORT),--port $(PORT))
 
 clean:  ## remove run outputs and caches (keeps .venv and data)
 	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +

@@ -176,6 +176,14 @@ def test_ddp_accuracy_equals_single_process_evaluation(ddp_run: dict[str, Any]) 
     assert results["test_acc"] > 0.5  # it learned: the comparison is not between two constants
 
 
+def test_ddp_confusion_matrix_counts_every_test_image_once(ddp_run: dict[str, Any]) -> None:
+    # Each rank counts its own shard; the matrices of both ranks are summed at the test's end.
+    results = ddp_run["results"]
+    matrix = results["confusion_matrix"]
+    assert sum(map(sum, matrix)) == TEST
+    assert sum(matrix[i][i] for i in range(len(matrix))) / TEST == results["test_acc"]
+
+
 def test_ddp_ranks_split_each_epoch(ddp_run: dict[str, Any]) -> None:
     # dataset.batch_size is per device: each of the 2 ranks trains on half of the epoch, in
     # batches of BATCH, so one epoch is half the optimizer steps of a single process.

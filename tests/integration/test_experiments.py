@@ -265,11 +265,14 @@ def test_sweep_through_make_reports_every_job(pool_sweep: tuple[Path, str, int])
     assert len(ok) == 2
     for run in ok:
         pool = next(o for o in run["overrides"] if o.startswith("model.pool="))
-        row = rows[f"{pool} optimizer.lr=0.5"]
+        row = rows[f"{pool.removeprefix('model.')} lr=0.5"]
         assert row[1] == "ok"
         assert row[2] == f"{run['test_acc']:.4f}" and row[3] == f"{run['val_acc']:.4f}"
         assert row[4] == f"{run['train_loss']:.4f}"
-        assert (Path(run["tensorboard_dir"]).parent.parent) == sweep  # one TensorBoard root
+        # One TensorBoard root; the run is named by what tells it apart (pool=max,lr=0.5).
+        tensorboard_dir = Path(run["tensorboard_dir"])
+        assert tensorboard_dir.parent.parent.parent == sweep
+        assert tensorboard_dir.name == f"{pool.removeprefix('model.')},lr=0.5"
     assert "**Quick run**" in (sweep / "report.md").read_text()
     assert (sweep / "curves.png").is_file()
     assert f"report:      {sweep / 'report.md'}" in stdout
@@ -281,7 +284,7 @@ def test_failed_jobs_are_reported_and_fail_the_target(pool_sweep: tuple[Path, st
     report = (sweep / "report.md").read_text()
     rows = report_rows(report)
     for pool in ("avg", "max"):
-        assert rows[f"model.pool={pool} optimizer.lr=-1"][1] == "failed"
+        assert rows[f"pool={pool} lr=-1"][1] == "failed"
     assert "optimizer.lr must be a positive number" in report.split("did not finish")[1]
 
 

@@ -223,3 +223,19 @@ def test_a_gpu_trainer_on_a_machine_without_one(cli, project: Path, trainer: str
     """What `make course-recipes` (trainer=gpu) says on a CPU-only machine."""
     code, output = cli(*QUICK, f"trainer={trainer}")
     assert_one_paragraph(code, output, "needs a GPU, and PyTorch sees none", "QUICK=1")
+
+
+@pytest.mark.parametrize(
+    ("override", "fragments"),
+    [
+        ("+optimizer.learningrate=0.1", ("optimizer.learningrate", "Did you mean optimizer.lr?")),
+        ("+model.activaton=relu", ("model.activaton", "Did you mean model.activation?")),
+        ("+dataset.batchsize=64", ("dataset.batchsize", "Did you mean dataset.batch_size?")),
+    ],
+)
+def test_an_unknown_argument_names_the_valid_keys_and_the_closest(
+    cli, project: Path, override: str, fragments: tuple[str, ...]
+) -> None:
+    code, output = cli(*QUICK, override)
+    assert_one_paragraph(code, output, *fragments, "Its arguments:")
+    assert new_failed_run(project)["status"] == "failed"

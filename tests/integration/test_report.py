@@ -12,10 +12,13 @@ import pytest
 from cnnlab.cli.report import (
     ReportError,
     build_report,
+    curve_styles,
+    curves_figure,
     find_runs,
     group_runs,
     main,
     parse_overrides,
+    short_keys,
 )
 
 
@@ -79,7 +82,7 @@ def test_rows_are_labelled_by_differing_overrides_and_sorted_by_test_acc(tmp_pat
     report = build_report(root)
 
     rows = table_rows(report.markdown)
-    assert [row[0] for row in rows] == ["model.pool=max", "model.pool=avg"]
+    assert [row[0] for row in rows] == ["pool=max", "pool=avg"]
     assert rows[0][1:4] == ["ok", "0.7900", "0.8000"]
     assert "`experiment=lenet_pool trainer.max_epochs=2`" in report.markdown
     assert (root / "report.md").read_text() == report.markdown
@@ -102,11 +105,11 @@ def test_failed_and_diverged_runs_are_listed_with_their_status(tmp_path: Path) -
     report = build_report(root)
 
     rows = {row[0]: row for row in table_rows(report.markdown)}
-    assert rows["optimizer.lr=0.1"][1] == "ok"
-    assert rows["optimizer.lr=-1"][1] == "failed"
-    assert rows["optimizer.lr=-1"][2] == "–"  # no test accuracy, no made-up number
-    assert rows["optimizer.lr=50"][1] == "diverged (epoch 0)"
-    assert table_rows(report.markdown)[0][0] == "optimizer.lr=0.1"  # finished runs first
+    assert rows["lr=0.1"][1] == "ok"
+    assert rows["lr=-1"][1] == "failed"
+    assert rows["lr=-1"][2] == "–"  # no test accuracy, no made-up number
+    assert rows["lr=50"][1] == "diverged (epoch 0)"
+    assert table_rows(report.markdown)[0][0] == "lr=0.1"  # finished runs first
     unfinished = report.markdown.split("## Runs that did not finish normally")[1]
     assert "optimizer.lr must be a positive number" in unfinished
     assert "`3` (run) missing" in unfinished
@@ -121,8 +124,8 @@ def test_runs_that_differ_only_in_seed_share_a_row(tmp_path: Path) -> None:
         write_run(root / str(job), [f"model.pool={pool}", f"seed={seed}"], test_acc=acc)
     groups = group_runs(find_runs(root))
     assert [(g.label, len(g.runs)) for g in groups] == [
-        ("model.pool=max", 2),
-        ("model.pool=avg", 3),
+        ("pool=max", 2),
+        ("pool=avg", 3),
     ]
 
     rows = table_rows(build_report(root).markdown)
@@ -152,9 +155,7 @@ def test_gradient_norms_get_a_table_per_layer(tmp_path: Path) -> None:
         write_run(root / str(job), [f"model.activation={act}"], grad_norms=norms)
     markdown = build_report(root).markdown
     section = markdown.split("## Gradient norm per layer")[1]
-    assert (
-        "| layer (input to output) | model.activation=sigmoid | model.activation=relu |" in section
-    )
+    assert "| layer (input to output) | activation=sigmoid | activation=relu |" in section
     assert "| features.0 | 0.0001 | 0.05 |" in section
     assert "| classifier.4 | 0.3 | 0.3 |" in section
 
@@ -181,5 +182,144 @@ def test_long_floats_are_shortened_but_never_merged(tmp_path: Path) -> None:
     write_run(root / "0", ["optimizer.lr=0.06260326907499733"], test_acc=0.8)
     write_run(root / "1", ["optimizer.lr=0.06260326907499734"], test_acc=0.7)
     rows = table_rows(build_report(root).markdown)
-    assert [row[0] for row in rows] == ["optimizer.lr=0.0626", "optimizer.lr=0.0626"]
+    assert [row[0] for row in rows] == ["lr=0.0626", "lr=0.0626"]
     assert "seeds" not in build_report(root).markdown
+
+
+# --- reads at a glance (issue 20): short labels, no "± 0", one colour per row, whole legend ---
+def seeded_sweep(root: Path, variants: list[list[str]], seeds: int = 3) -> None:
+    """``seeds`` runs of each variant, with slightly different curves."""
+    job = 0
+    for v, overrides in enumerate(variants):
+        for seed in range(seeds):
+            val = [0.5 + 0.02 * v + 0.01 * seed, 0.6 + 0.02 * v + 0.01 * seed]
+            write_run(root / str(job), [*overrides, f"seed={seed}"], val_curve=val)
+            job += 1
+
+
+def test_labels_are_the_short_differing_overrides(tmp_path: Path) -> None:
+    root = sweep_dir(tmp_path)
+    common = ["experiment=vgg11", "trainer.max_epochs=2"]
+    write_run(root / "0", ["model=vgg11", "optimizer.lr=0.1", "ablation=[relu,max_pool]", *common])
+    write_run(root / "1", ["model=vgg16", "optimizer.lr=0.01", "ablation=[]", *common])
+    labels = {row[0] for row in table_rows(build_report(root).markdown)}
+    assert labels == {
+        "model=vgg11 lr=0.1 ablation=[relu,max_pool]",
+        "model=vgg16 lr=0.01 ablation=[]",
+    }
+
+
+def test_a_key_ending_that_two_differing_keys_share_stays_long() -> None:
+    keys = [
+        "model",
+        "model.dropout",
+        "dataset.dropout",
+        "optimizer.lr",
+        "a.b.lr",
+        "c.b.lr",
+        "ablation",
+    ]
+    assert short_keys(keys) == {
+        "model": "model",
+        "model.dropout": "model.dropout",
+        "dataset.dropout": "dataset.dropout",
+        "optimizer.lr": "optimizer.lr",
+        "a.b.lr": "a.b.lr",
+        "c.b.lr": "c.b.lr",
+        "ablation": "ablation",
+    }
+    assert short_keys(["model.pool", "pool"]) == {"model.pool": "model.pool", "pool": "pool"}
+    assert short_keys(["trainer.max_epochs", "model.pool"]) == {
+        "trainer.max_epochs": "max_epochs",
+        "model.pool": "pool",
+    }
+
+
+def test_values_the_seeds_share_are_shown_once(tmp_path: Path) -> None:
+    root = sweep_dir(tmp_path)
+    seeded_sweep(root, [["model.pool=avg"], ["model.pool=max"]])
+    # wall times that differ by less than the shown precision: 12.5 s, 12.6 s, 12.4 s
+    for job, wall in enumerate([12.5, 12.6, 12.4]):
+        path = root / str(job) / "results.json"
+        path.write_text(path.read_text().replace('"wall_s": 12.5', f'"wall_s": {wall}'))
+    report = build_report(root)
+    header = [c.strip() for c in report.table.splitlines()[0].strip("|").split(" | ")]
+    for row in table_rows(report.markdown):
+        cells = dict(zip(header, row, strict=True))
+        assert cells["epochs"] == "2"
+        assert cells["params"] == "61.7k"
+        assert cells["wall s"] in ("12", "13")  # "12 ± 0" is no information
+        assert " ± " in cells["test acc"]  # a spread that shows stays
+    assert "± 0 " not in report.markdown and not any(
+        cell.endswith("± 0") for row in table_rows(report.markdown) for cell in row
+    )
+    assert "± 0.0000" not in report.markdown and "± 0k" not in report.markdown
+
+
+def test_curves_have_one_colour_and_one_legend_entry_per_row(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+    from matplotlib import colors
+
+    root = sweep_dir(tmp_path)
+    seeded_sweep(root, [[f"model.pool={p}"] for p in ("avg", "max", "lp")], seeds=3)
+    write_run(root / "9", ["model.pool=none"])  # one run: a line without a band
+    groups = group_runs(find_runs(root))
+    fig = curves_figure(groups)
+    try:
+        (legend,) = fig.legends
+        texts = [t.get_text() for t in legend.get_texts()]
+        assert texts == [
+            f"{g.label} (3\N{NO-BREAK SPACE}seeds)" if len(g.runs) > 1 else g.label for g in groups
+        ]
+        legend_colours = [colors.to_hex(h.get_color()) for h in legend.legend_handles]
+        assert len(set(legend_colours)) == len(groups)
+        for ax in fig.axes:
+            # one line per row (the mean of its seeds), in the legend's colour
+            assert [line.get_label() for line in ax.get_lines()] == [g.label for g in groups]
+            assert [colors.to_hex(line.get_color()) for line in ax.get_lines()] == legend_colours
+            # the seeds' min-max band, in the same colour, for each row with seeds
+            bands = [colors.to_hex(c.get_facecolor()[0], keep_alpha=False) for c in ax.collections]
+            seeded = [len(g.runs) > 1 for g in groups]
+            assert bands == [c for c, s in zip(legend_colours, seeded, strict=True) if s]
+            line = ax.get_lines()[groups.index(next(g for g in groups if len(g.runs) == 3))]
+            assert len(line.get_ydata()) == 2  # the mean per epoch, not one line per seed
+    finally:
+        plt.close(fig)
+
+
+def test_curve_styles_stay_distinct_beyond_ten_variants() -> None:
+    styles = curve_styles(40)
+    assert len(set(styles)) == 40
+    assert len({colour for colour, _ in styles[:10]}) == 10  # a qualitative map: tab10
+    assert len({colour for colour, _ in styles[:20]}) == 20
+    assert {style for _, style in styles[:10]} == {"-"}
+
+
+def test_the_legend_is_below_the_plots_and_whole(tmp_path: Path) -> None:
+    import matplotlib.image
+    import matplotlib.pyplot as plt
+
+    root = sweep_dir(tmp_path)
+    long = "ablation=[tanh,avg_pool,batch_norm,dropout,kaiming_init,label_smoothing]"
+    variants = [
+        [f"optimizer.lr=0.{v + 1}", long if v % 2 else "ablation=[]", f"model.dropout=0.{v}"]
+        for v in range(8)
+    ]
+    seeded_sweep(root, variants, seeds=2)
+    groups = group_runs(find_runs(root))
+    fig = curves_figure(groups)
+    try:
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)
+        (legend,) = fig.legends
+        box = legend.get_window_extent(renderer)
+        page = fig.bbox
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 <= box.y1 <= page.y1
+        for ax in fig.axes:  # below the plots (and their axis labels), not over a curve
+            assert box.y1 <= ax.get_tightbbox(renderer).y0
+        assert len(legend.get_texts()) == 8
+    finally:
+        plt.close(fig)
+    report = build_report(root)
+    image = matplotlib.image.imread(report.curves_path)
+    assert image.shape[0] > image.shape[1] / 3  # room for the plots and the legend below

@@ -187,7 +187,8 @@ def test_first_epoch_writes_the_best_file_and_last_checkpoint(make_cfg) -> None:
     """The first epoch always improves val/acc: both files hold its state, and the loggers hear
     of both writes after each file is on disk (loggers that upload checkpoints read them)."""
     UploadingLogger.told.clear()
-    results = run(make_cfg("trainer.max_epochs=1", "logger._target_=test_resume.UploadingLogger"))
+    logger = "logger.tensorboard._target_=test_resume.UploadingLogger"
+    results = run(make_cfg("trainer.max_epochs=1", logger))
     assert UploadingLogger.told == [("best-{epoch}", True), ("last", True)]
     folder = Path(results["config"]["paths"]["output_dir"]) / "checkpoints"
     (best,) = folder.glob("best-epoch=*.ckpt")

@@ -142,3 +142,14 @@ def test_resume_sweep_needs_the_sweep_dir(
     assert code == 1
     assert f"the sweep directory {missing} does not exist" in output
     assert not missing.exists()
+
+
+def test_tensorboard_names_each_job_by_what_tells_it_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, output = sweep(["optimizer.lr=0.1,0.2", "model.pool=max,avg"], tmp_path, capsys)
+    assert code == 0, output
+    labels = {job: Path(results(tmp_path, job)["tensorboard_dir"]).name for job in range(4)}
+    assert labels == {0: "lr=0.1,pool=max", 1: "lr=0.1,pool=avg", 2: "lr=0.2,pool=max",
+                      3: "lr=0.2,pool=avg"}  # fmt: skip
+    assert all((tmp_path / str(job) / "tensorboard" / labels[job]).is_dir() for job in range(4))

@@ -34,6 +34,16 @@ RESULT_KEYS = {
 }
 
 
+def test_switching_the_optimizer_gets_its_own_learning_rate(make_cfg) -> None:
+    """The LeNet recipe's lr 0.9 is SGD's: optimizer=adam trains at Adam's default (0.001),
+    not at 0.9 (which leaves Adam at chance), unless the command sets optimizer.lr."""
+    assert make_cfg().optimizer.lr == 0.9
+    assert make_cfg("optimizer=adam", "optimizer.lr=0.01").optimizer.lr == 0.01
+    results = run(make_cfg("optimizer=adam", "dataset.train_subset=20000", "trainer.max_epochs=2"))
+    assert results["config"]["optimizer"]["lr"] == 0.001
+    assert results["status"] == "ok" and results["test_acc"] > 0.5
+
+
 def test_fast_dev_run_through_compose(make_cfg) -> None:
     results = run(make_cfg("++trainer.fast_dev_run=true"))
     assert results["status"] == "ok" and results["validation_cost_pct"] > 0
@@ -280,13 +290,92 @@ def test_model_summary_counts_the_flops_of_one_input_image(
 
 
 def test_log_graph_puts_the_model_graph_in_tensorboard(make_cfg) -> None:
-    """logger.log_graph=true: Lightning traces the module on its example input (one blank
-    image) into TensorBoard's Graphs tab; LeNet-5's two convolutions are in it."""
+    """logger.tensorboard.log_graph=true: Lightning traces the module on its example input (one
+    blank image) into TensorBoard's Graphs tab; LeNet-5's two convolutions are in it."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    cfg = make_cfg("logger.log_graph=true", "test=false")
+    cfg = make_cfg("logger.tensorboard.log_graph=true", "test=false")
     assert run(cfg)["status"] == "ok"
     events = EventAccumulator(str(Path(cfg.paths.output_dir) / "tensorboard"))
     events.Reload()
     convolutions = [n.name for n in events.Graph().node if n.op == "aten::_convolution"]
     assert len(convolutions) == 2 and all("LeNet[model]" in name for name in convolutions)
+
+
+def test_debug_fast_runs_a_few_batches_of_everything(make_cfg) -> None:
+    cfg = make_cfg("debug=fast", tiny=False)
+    assert cfg.trainer.limit_train_batches == 5 and cfg.trainer.log_every_n_steps == 1
+    results = run(make_cfg("debug=fast", "trainer.enable_progress_bar=false", tiny=False))
+    assert results["status"] == "ok" and results["epochs_completed"] == 1
+    assert results["test_acc"] is not None and results["val_acc"] is not None
+
+
+def test_debug_overfit_trains_on_the_same_batch_every_epoch(make_cfg) -> None:
+    from types import SimpleNamespace
+
+    from cnnlab.training.build import build_datamodule
+
+    cfg = make_cfg("debug=overfit")
+    assert cfg.trainer.overfit_batches == 1
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    trainer = SimpleNamespace(
+        overfit_batches=1, current_epoch=0, global_rank=0, world_size=1,
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+    )  # fmt: skip
+    datamodule.trainer = trainer
+    loader = datamodule.train_dataloader()
+    first = next(iter(loader))[1]
+    trainer.current_epoch = 1
+    assert torch.equal(next(iter(loader))[1], first)
+    trainer.overfit_batches = 0  # a normal run shuffles every epoch
+    assert not torch.equal(next(iter(datamodule.train_dataloader()))[1], first)
+
+
+def test_tensorboard_hparams_tab_lists_the_metrics_that_compare_runs(make_cfg) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from cnnlab.training.trainer import HPARAM_METRICS
+
+    results = run(make_cfg())
+    events = EventAccumulator(results["tensorboard_dir"])
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/experiment"]
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content).experiment
+    assert [m.name.tag for m in experiment.metric_infos] == list(HPARAM_METRICS)
+    assert "test/acc" in events.Tags()["scalars"] and "hp_metric" in events.Tags()["scalars"]
+    # The metrics' curves hold what the run logged, no dummy first value.
+    assert [e.value for e in events.Scalars("test/acc")] == [pytest.approx(results["test_acc"])]
+
+
+@pytest.mark.parametrize("loggers", ["csv", "[tensorboard,csv]"])
+def test_csv_logger_alone_and_beside_tensorboard(make_cfg, loggers: str) -> None:
+    results = run(make_cfg(f"logger={loggers}"))
+    run_dir = Path(results["config"]["paths"]["output_dir"])
+    header = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/acc", "test/acc"} <= set(header)
+    assert (results["tensorboard_dir"] is not None) == ("tensorboard" in loggers)
+
+
+def test_train_log_holds_the_runs_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli_runner import run_cli
+    from conftest import TINY
+
+    run_dir = tmp_path / "run"
+    code, output = run_cli([*TINY, f"hydra.run.dir={run_dir}"], capsys)
+    assert code == 0, output
+    log = (run_dir / "train.log").read_text()
+    assert "LeNet (61,706 parameters) on fashion_mnist at 28 px" in log  # the config line
+    assert "GPU available" in log  # Lightning's own set-up messages
+    assert "epoch 1/1: train/loss=" in log and "val/acc=" in log
+    results = json.loads((run_dir / "results.json").read_text())
+    assert f"ok: test_acc={results['test_acc']:.4f}" in log and "results:" in log
+    assert "ok: test_acc=" in output  # the console shows the same lines
+
+    failed_dir = tmp_path / "failed"
+    code, output = run_cli([*TINY, "optimizer.lr=-1", f"hydra.run.dir={failed_dir}"], capsys)
+    assert code == 1 and "optimizer.lr must be a positive number" in output
+    assert "error: optimizer.lr must be a positive number" in (failed_dir / "train.log").read_text()

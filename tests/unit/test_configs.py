@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from cnnlab.resolvers import project_root
+from cnnlab.training.trainer import build_loggers
 from conftest import CONF_DIR, compose_config
 
 ROOT = project_root()
@@ -122,8 +123,8 @@ def test_trainer_config_builds_a_trainer(trainer: str, tmp_path: Path) -> None:
     cfg = compose_config([f"trainer={trainer}"], tmp_path)
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         pytest.skip(f"trainer={trainer} needs a GPU (test_distributed.py builds it on CPU)")
-    logger = instantiate(cfg.logger)
-    trainer_obj = L.Trainer(**OmegaConf.to_container(cfg.trainer), logger=logger)
+    loggers = build_loggers(cfg)
+    trainer_obj = L.Trainer(**OmegaConf.to_container(cfg.trainer), logger=loggers)
     assert trainer_obj.max_epochs == cfg.trainer.max_epochs
 
 

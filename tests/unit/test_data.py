@@ -178,3 +178,16 @@ def test_missing_dataset_names_the_three_ways(
 def test_bad_settings_are_clear(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         IDXDataModule(**kwargs)
+
+
+def test_missing_dataset_without_a_root_says_how_to_set_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = dataclasses.replace(DATASETS["mnist"], offline_dirs=(tmp_path / "nowhere",))
+    monkeypatch.setitem(data_sources.DATASETS, "mnist", spec)
+    monkeypatch.delenv(data_sources.DATA_PATH_ENV, raising=False)
+    with pytest.raises(DatasetNotFoundError) as info:
+        locate("mnist", None, download=False)
+    message = str(info.value)
+    assert "dataset.root=None" not in message
+    assert "set dataset.root=<that folder>" in message and "CNNLAB_DATA_PATH" in message

@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.training.lit import DivergedError, EpochTotals, LitClassifier
+from cnnlab.training.lit import (
+    ConfusionCounts,
+    DivergedError,
+    EpochTotals,
+    LitClassifier,
+    scalar_name,
+)
 
 
 def test_epoch_totals_are_exact_over_uneven_batches() -> None:
@@ -32,6 +38,23 @@ def test_epoch_totals_do_not_keep_the_graph() -> None:
     totals = EpochTotals()
     totals.update(logits, torch.zeros(4, dtype=torch.long), logits.sum())
     assert totals.loss_sum is not None and not totals.loss_sum.requires_grad
+
+
+def test_confusion_counts_are_exact_over_uneven_batches() -> None:
+    torch.manual_seed(0)
+    logits, labels = torch.randn(250, 4), torch.randint(0, 4, (250,))
+    confusion = ConfusionCounts()
+    for start in range(0, 250, 64):
+        confusion.update(logits[start : start + 64], labels[start : start + 64])
+    matrix = confusion.compute()
+    predicted = logits.argmax(1)
+    assert matrix == [
+        [int(((labels == t) & (predicted == p)).sum()) for p in range(4)] for t in range(4)
+    ]
+    confusion.reset()
+    assert confusion.compute() == [[0] * 4 for _ in range(4)]  # known size, no batch: zeros
+    assert ConfusionCounts().compute() is None
+    assert scalar_name("T-shirt/top") == "T-shirt_top" and scalar_name("Ankle boot") == "Ankle_boot"
 
 
 def _lit() -> LitClassifier:

@@ -7,6 +7,8 @@
 
 Writes ``analysis.json`` and ``analysis.md`` into its run directory (outputs/analyze/...). The
 shape-only passes run on the ``meta`` device, so nothing is trained and no weights are created.
+``cnnlab-analyze --help`` prints the options, config groups and examples
+(conf/hydra/help/cnnlab_analyze.yaml, Hydra's help template).
 """
 
 from __future__ import annotations

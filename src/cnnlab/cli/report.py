@@ -7,13 +7,16 @@
 Reads the ``results.json`` of every run below the directory (the contract of
 cnnlab.runs.results) and writes into it
 
-* ``report.md``: one row per run, labelled by the overrides that differ between the runs, with
-  test and best validation accuracy, final train loss, epochs, parameters, images/s, wall time,
-  peak memory and status, sorted by test accuracy. Runs that differ only in ``seed`` share a row
-  (mean ± standard deviation and the number of seeds). Failed, diverged and unfinished runs are
-  listed with their status and error; a quick run (``quick=true``, ``make <item> QUICK=1``) says so.
-* ``curves.png``: validation accuracy and training loss per epoch, one line per run, from the
-  per-epoch ``history`` in results.json (the same values TensorBoard shows).
+* ``report.md``: one row per run, labelled by the overrides that differ between the runs in
+  short form (``lr=0.1`` for ``optimizer.lr=0.1`` when no other differing key ends in ``lr``),
+  with test and best validation accuracy, final train loss, epochs, parameters, images/s, wall
+  time, peak memory and status, sorted by test accuracy. Runs that differ only in ``seed`` share a
+  row (mean ± standard deviation and the number of seeds; a value the seeds share, such as the
+  epochs, is shown once). Failed, diverged and unfinished runs are listed with their status and
+  error; a quick run (``quick=true``, ``make <item> QUICK=1``) says so.
+* ``curves.png``: validation accuracy and training loss per epoch, one colour per row of the
+  table (the seeds of a row: their mean, with a band from their minimum to their maximum), from
+  the per-epoch ``history`` in results.json (the same values TensorBoard shows).
 
 and prints the table.
 """
@@ -24,12 +27,17 @@ import argparse
 import math
 import statistics
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.runs.results import RESULTS_FILE, read_results
+from cnnlab.runs.sweep import short_keys, short_value
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORT_FILE = "report.md"
 CURVES_FILE = "curves.png"
@@ -172,19 +180,12 @@ def common_overrides(runs: Sequence[Run]) -> list[str]:
     ]
 
 
-def short_value(value: str) -> str:
-    """A float as Optuna samples it (0.06260326907499733) shown with 4 significant digits."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return f"{number:.4g}" if "." in value and len(value) > 8 else value
-
-
 def run_label(run: Run, keys: Sequence[str], short: bool = False) -> str:
-    """The run's values of the varying keys (a key it does not set is left out)."""
+    """The run's values of the varying keys (a key it does not set is left out); ``short``: in
+    short form (short_keys, short_value), for people to read."""
+    names = short_keys(keys) if short else {key: key for key in keys}
     parts = [
-        f"{key}={short_value(run.overrides[key]) if short else run.overrides[key]}"
+        f"{names[key]}={short_value(run.overrides[key]) if short else run.overrides[key]}"
         for key in keys
         if key in run.overrides
     ]
@@ -194,7 +195,7 @@ def run_label(run: Run, keys: Sequence[str], short: bool = False) -> str:
 
 
 def group_runs(runs: Sequence[Run]) -> list[Group]:
-    """Runs with the same overrides but the seed form one group (labelled with short floats)."""
+    """Runs with the same overrides but the seed form one group (labelled in short form)."""
     keys = varying_keys(runs)
     mixed_quick = len({run.quick for run in runs}) > 1
     groups: dict[str, Group] = {}
@@ -217,11 +218,20 @@ def sort_groups(groups: list[Group]) -> list[Group]:
 
 # --- formatting ------------------------------------------------------------------------------
 def _stat(values: list[float], fmt: Callable[[float], str]) -> str:
+    """One value, or the mean ± std of the seeds' values. A value every seed shares (epochs,
+    parameters) is shown once, and so is a mean whose std rounds to zero where it is shown: no
+    "± 0"."""
     if not values:
         return "–"
-    if len(values) == 1:
+    if len(set(values)) == 1:
         return fmt(values[0])
-    return f"{fmt(statistics.fmean(values))} ± {fmt(statistics.stdev(values))}"
+    mean, std = fmt(statistics.fmean(values)), fmt(statistics.stdev(values))
+    return mean if _is_zero(std) else f"{mean} ± {std}"
+
+
+def _is_zero(text: str) -> bool:
+    """Whether a formatted number ("0.0000", "0", "0k") shows zero."""
+    return not any(char in "123456789" for char in text)
 
 
 def _count(value: float) -> str:
@@ -318,42 +328,131 @@ def _fmt_subset(value: Any, default: str) -> str:
 
 
 # --- figure ----------------------------------------------------------------------------------
-def plot_curves(groups: Sequence[Group], path: Path) -> bool:
-    """Validation accuracy and training loss per epoch, one line per run; False if no run has
-    a finished epoch."""
-    lines = []
-    for group in groups:
-        for run in group.runs:
-            history = run.results.get("history") or {}
-            name = group.label
-            if len(group.runs) > 1:
-                name += f" (seed {run.overrides.get('seed', (run.config or {}).get('seed', '?'))})"
-            lines.append((name, history.get("val/acc") or [], history.get("train/loss") or []))
-    if not any(val or loss for _, val, loss in lines):
-        return False
+CURVES = (("val/acc", "validation accuracy"), ("train/loss", "training loss"))
+LINESTYLES = ("-", "--", ":", "-.")
+
+
+def curve_styles(count: int) -> list[tuple[str, str]]:
+    """(colour, line style) for ``count`` variants, different for up to 40: tab10's ten colours,
+    then their light tab20 partners dashed, then both again dotted and dash-dotted."""
+    from matplotlib import colormaps, colors
+
+    tab20 = [colors.to_hex(c) for c in colormaps["tab20"].colors]
+    palette = tab20[0::2] + tab20[1::2]  # tab20's even entries are tab10's colours
+    return [(palette[i % 20], LINESTYLES[(i // 10) % len(LINESTYLES)]) for i in range(count)]
+
+
+@dataclass
+class Curve:
+    """One variant's values of one metric per epoch (epoch 1 first); with several seeds, the
+    mean and the min-max band over the seeds that reached that epoch."""
+
+    mean: list[float]
+    low: list[float]
+    high: list[float]
+    seeds: int
+
+    @classmethod
+    def of(cls, series: Sequence[Sequence[float]]) -> Curve | None:
+        epochs = max((len(values) for values in series), default=0)
+        mean, low, high = [], [], []
+        for epoch in range(epochs):
+            values = [v[epoch] for v in series if len(v) > epoch and _finite(v[epoch])]
+            if not values:  # a diverged run records inf/NaN; no point to draw there
+                values = [math.nan]
+            mean.append(statistics.fmean(values))
+            low.append(min(values))
+            high.append(max(values))
+        return cls(mean, low, high, len(series)) if epochs else None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def group_curves(group: Group) -> dict[str, Curve]:
+    """The group's curve of each metric its runs have a per-epoch history of."""
+    histories = [run.results.get("history") or {} for run in group.runs]
+    curves = {}
+    for metric, _ in CURVES:
+        curve = Curve.of([history[metric] for history in histories if history.get(metric)])
+        if curve is not None:
+            curves[metric] = curve
+    return curves
+
+
+def legend_label(group: Group, curves: dict[str, Curve], width: int = 75) -> str:
+    """The row's label (and its number of seeds), wrapped between overrides when long."""
+    seeds = max(curve.seeds for curve in curves.values())
+    label = group.label + (f" ({seeds}\N{NO-BREAK SPACE}seeds)" if seeds > 1 else "")
+    return textwrap.fill(label, width, break_long_words=False, break_on_hyphens=False)
+
+
+def curves_figure(groups: Sequence[Group]) -> Figure | None:
+    """Validation accuracy and training loss per epoch: one colour (and one legend entry) per
+    group, in the table's order, the legend below the plots; None if no run has a finished
+    epoch."""
+    drawn = [(group, curves) for group in groups if (curves := group_curves(group))]
+    if not drawn:
+        return None
 
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers and in tests
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, val, loss in lines:
-        if val:
-            ax_acc.plot(range(1, len(val) + 1), val, marker="o", markersize=3, label=name)
-        if loss:
-            ax_loss.plot(range(1, len(loss) + 1), loss, marker="o", markersize=3, label=name)
-    ax_acc.set(xlabel="epoch", ylabel="validation accuracy", title="val/acc")
-    ax_loss.set(xlabel="epoch", ylabel="training loss", title="train/loss")
-    for ax in (ax_acc, ax_loss):
+    labels = [legend_label(group, curves) for group, curves in drawn]
+    styles = curve_styles(len(drawn))
+    # The legend goes below the plots, in as many columns as the longest label leaves room for,
+    # and the figure grows by its height so the plots keep theirs; savefig(bbox_inches="tight")
+    # keeps whatever still sticks out.
+    longest = max(len(line) for label in labels for line in label.splitlines())
+    columns = max(1, min(len(labels), int(11.5 / (0.6 + 0.065 * longest))))
+    rows = [labels[i : i + columns] for i in range(0, len(labels), columns)]
+    legend_lines = sum(max(label.count("\n") + 1 for label in row) for row in rows)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5 + 0.2 * legend_lines), layout="constrained")
+    handles = []
+    for (group, curves), (colour, style) in zip(drawn, styles, strict=True):
+        line = {"color": colour, "linestyle": style, "marker": "o", "markersize": 3}
+        for ax, (metric, _) in zip(axes, CURVES, strict=True):
+            curve = curves.get(metric)
+            if curve is None:
+                continue
+            epochs = range(1, len(curve.mean) + 1)
+            ax.plot(epochs, curve.mean, label=group.label, linewidth=1.6, **line)
+            if curve.seeds > 1:
+                ax.fill_between(epochs, curve.low, curve.high, color=colour, alpha=0.18, lw=0)
+        handles.append(Line2D([], [], linewidth=1.6, **line))
+    for ax, (metric, name) in zip(axes, CURVES, strict=True):
+        ax.set(xlabel="epoch", ylabel=name, title=metric)
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    handles, labels = ax_loss.get_legend_handles_labels()
-    if not handles:
-        handles, labels = ax_acc.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize="small")
-    fig.tight_layout(rect=(0, 0.06 + 0.04 * math.ceil(len(labels) / 3), 1, 1))
-    fig.savefig(path, dpi=110)
+
+    with_seeds = any(c.seeds > 1 for _, curves in drawn for c in curves.values())
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=columns,
+        fontsize="small",
+        frameon=False,
+        title="several seeds: line = their mean, shaded = their minimum to maximum"
+        if with_seeds
+        else None,
+        title_fontsize="small",
+    )
+    return fig
+
+
+def plot_curves(groups: Sequence[Group], path: Path) -> bool:
+    """Write curves_figure to ``path``; False if no run has a finished epoch."""
+    fig = curves_figure(groups)
+    if fig is None:
+        return False
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110, bbox_inches="tight", pad_inches=0.15)
     plt.close(fig)
     return True
 
@@ -404,7 +503,10 @@ def build_report(root: Path, out_dir: Path | None = None) -> Report:
     if "process_peak_rss" in peak_kinds:
         parts.append("peak MB: CUDA peak allocation on a GPU, the process's peak RSS on a CPU.")
     if any(len(group.runs) > 1 for group in groups):
-        parts.append("Rows with several seeds show mean ± standard deviation over the seeds.")
+        parts.append(
+            "Rows with several seeds show mean ± standard deviation over the seeds, or one value "
+            "where the seeds agree at the precision shown."
+        )
     norms = grad_norm_table(groups)
     if norms:
         parts += ["", "## Gradient norm per layer (mean over the logged steps)", "", norms]

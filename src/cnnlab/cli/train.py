@@ -13,6 +13,7 @@ failed job does not stop the sweep; the sweep's summary (cnnlab.runs.sweep) exit
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,13 @@ from omegaconf import DictConfig
 from cnnlab.errors import USER_ERRORS
 from cnnlab.resolvers import config_dir
 from cnnlab.runs.checkpoints import RunCheckpointing, checkpoint_callbacks, checkpoint_meta
-from cnnlab.runs.results import print_summary, record_failure, training_results, write_results
+from cnnlab.runs.results import (
+    print_summary,
+    record_failure,
+    run_description,
+    training_results,
+    write_results,
+)
 from cnnlab.runs.resume import plan_run, run_overrides
 from cnnlab.runs.sweep import (
     export_sweep_dir,
@@ -36,8 +43,9 @@ from cnnlab.runs.sweep import (
 )
 from cnnlab.training.allocator import keep_freed_memory
 from cnnlab.training.build import build_checked_model, build_datamodule, build_lit
-from cnnlab.training.trainer import fit_and_test, make_trainer
+from cnnlab.training.trainer import fit_and_test, log_lightning_to_the_run_log, make_trainer
 
+log = logging.getLogger("cnnlab")
 _runs_in_this_process = 0  # sweeps run their jobs one after another in one process
 
 
@@ -51,7 +59,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _runs_in_this_process += 1
     plan = plan_run(cfg)
     if plan.previous_results is not None:
-        print(
+        log.info(
             f"resume_sweep: job in {plan.cfg.paths.output_dir} already finished "
             f"({plan.previous_results.get('status')}): skipped"
         )
@@ -66,6 +74,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg)
     params = sum(p.numel() for p in model.parameters())
     lit = build_lit(cfg, model)
+    log.info(run_description(cfg, params, plan.overrides))
     if _runs_in_this_process > 1:  # a later job of a sweep: its start-up began with run()
         lit.job_started_at = started
     run_state = RunCheckpointing(cfg, run_dir, checkpoint_meta(cfg, plan.overrides, plan.choices))
@@ -93,17 +102,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    log_lightning_to_the_run_log()
     export_sweep_dir()
     try:
         results = run(cfg)
     except Exception as err:
-        _record_failure(cfg, err)
+        run_dir = _run_dir(cfg)
+        recorded = run_dir is not None and record_failure(run_dir, err, run_overrides())
+        report = log.error if recorded else print  # print: not into another run's train.log
         message = str(err) if isinstance(err, USER_ERRORS) else f"{type(err).__name__}: {err}"
         if is_multirun():  # one bad job must not end a sweep; the sweep summary reports it
-            print(f"job failed: {message}\n(details: {_run_dir_text(cfg)})")
+            report(f"job failed: {message}\n(details: {run_dir or 'the job directory'})")
             return None
         if isinstance(err, USER_ERRORS):
-            print(f"error: {message}")
+            report(f"error: {message}")
             raise SystemExit(1) from None
         raise
     if results.get("status") == "interrupted" and is_multirun():
@@ -111,19 +123,11 @@ def main(cfg: DictConfig) -> float | None:
     return results.get("val_acc")  # what Hydra sweepers (Optuna) optimise
 
 
-def _record_failure(cfg: DictConfig, err: BaseException) -> None:
+def _run_dir(cfg: DictConfig) -> Path | None:
     try:
-        run_dir = Path(cfg.paths.output_dir)
+        return Path(cfg.paths.output_dir)
     except Exception:  # noqa: BLE001 - the config itself may be what failed
-        return
-    record_failure(run_dir, err, run_overrides())
-
-
-def _run_dir_text(cfg: DictConfig) -> str:
-    try:
-        return str(cfg.paths.output_dir)
-    except Exception:  # noqa: BLE001 - the config itself may be what failed
-        return "the job's run dir"
+        return None
 
 
 def cli() -> None:

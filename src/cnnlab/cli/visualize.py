@@ -39,7 +39,7 @@ from cnnlab.devices import pick_device
 from cnnlab.errors import USER_ERRORS, ConfigError
 from cnnlab.resolvers import config_dir
 from cnnlab.runs.results import RESULTS_FILE, read_results
-from cnnlab.runs.rundir import LAST, checkpoint_dir
+from cnnlab.runs.rundir import find_checkpoint
 
 matplotlib.use("Agg")  # files only: no display needed, safe on headless machines
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
@@ -62,22 +62,6 @@ class Source:
     dataset_cfg: Any
     checkpoint: Path
     run_dir: Path | None
-
-
-def find_checkpoint(run_dir: Path) -> Path:
-    """The run's best checkpoint (the newest if several), else ``last.ckpt``."""
-    folder = checkpoint_dir(run_dir)
-    best = sorted(
-        folder.glob("best-*.ckpt"), key=lambda p: (p.stat().st_mtime, p.name), reverse=True
-    )
-    if best:
-        return best[0]
-    if (folder / LAST).is_file():
-        return folder / LAST
-    raise ConfigError(
-        f"no checkpoint in {folder}: a training run writes checkpoints/last.ckpt there. "
-        "Give checkpoint=<file.ckpt> or the directory of a finished run."
-    )
 
 
 def resolve_source(cfg: DictConfig) -> Source:

@@ -121,11 +121,14 @@ class IDXDataModule(L.LightningDataModule):
     def _loader(self, split: str, train: bool) -> IndexBatchLoader:
         images, labels = self._on_device(split)
         trainer = self.trainer
+        # trainer.overfit_batches (debug=overfit) means the same batches every epoch: Lightning
+        # turns shuffling off only in DataLoaders, this loader is not one.
+        overfit = trainer is not None and bool(trainer.overfit_batches)
         return IndexBatchLoader(
             images,
             labels,
             self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
+            shuffle=train and not overfit,
             seed=self.seed,
             epoch_fn=(lambda: trainer.current_epoch) if trainer is not None else (lambda: 0),
             rank=trainer.global_rank if trainer is not None else 0,

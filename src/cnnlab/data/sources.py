@@ -123,11 +123,12 @@ def locate(name: str, root: str | Path | None, download: bool = True) -> Path:
         except Exception as err:  # noqa: BLE001 - any failure here means "no internet" to the user
             download_error = f"{type(err).__name__}: {err}".splitlines()[0][:200]
     offline = f" -> {spec.offline_dirs[0]}" if spec.offline_dirs else ""
+    into_root = f"dataset.root={root}" if root else "a folder and set dataset.root=<that folder>"
     raise DatasetNotFoundError(
         f"Dataset '{name}' not found. Looked in: {', '.join(str(d) for d in searched)}; "
         f"the torchvision download failed ({download_error}). Get it one of three ways: "
         f"(1) put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
-        f"t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into dataset.root={root}; "
+        f"t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into {into_root}; "
         f"(2) {spec.install_hint}{offline}; "
         f"(3) run once with internet access so torchvision downloads it into dataset.root."
     )

@@ -10,6 +10,7 @@ runs) and ``unreadable``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import time
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 
     from cnnlab.training.lit import LitClassifier
 
+log = logging.getLogger("cnnlab")
 RESULTS_FILE = "results.json"
 TRACEBACK_FILE = "traceback.txt"
 FINISHED = ("ok", "diverged")
@@ -85,9 +87,14 @@ def training_results(
     """What a finished (or diverged, or interrupted) training run records, from its Trainer and
     LitClassifier. The caller adds the status and how the run ended. ``params`` is counted before
     training (FSDP shards the parameters during it)."""
+    from cnnlab.analysis.confusion import per_class_accuracy
     from cnnlab.devices import device_description  # torch: not for the readers of results
+    from cnnlab.training.trainer import tensorboard_logger
+
+    tensorboard = tensorboard_logger(trainer)
 
     last = {key: values[-1] for key, values in lit.history.items() if values}
+    confusion = lit.test_confusion  # None where the run did not test
     results: dict[str, Any] = dict(
         test_acc=last.get("test/acc"),
         test_loss=last.get("test/loss"),
@@ -108,8 +115,13 @@ def training_results(
         device=device_description(trainer.strategy.root_device),
         world_size=trainer.world_size,
         global_batch_size=cfg.dataset.batch_size * trainer.world_size,
+        # From the test pass: rows are the true class, columns the predicted one.
+        per_class_acc=(
+            per_class_accuracy(confusion, lit.class_names()) if confusion is not None else None
+        ),
+        confusion_matrix=confusion,
         history=lit.history,
-        tensorboard_dir=trainer.logger.log_dir if trainer.logger else None,
+        tensorboard_dir=tensorboard.log_dir if tensorboard is not None else None,
         overrides=overrides,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
@@ -120,48 +132,58 @@ def training_results(
     return results
 
 
-def record_failure(run_dir: Path, err: BaseException, overrides: list[str]) -> None:
+def record_failure(run_dir: Path, err: BaseException, overrides: list[str]) -> bool:
     """A failed run still leaves results.json (status failed) and traceback.txt behind.
 
     Nothing already there is lost: the traceback is appended, a results.json that records an
     earlier run's outcome (finished or interrupted) is kept, and a user error against such a run's
-    directory (a bad resume= command) writes nothing there at all."""
+    directory (a bad resume= command) writes nothing there at all: then this returns False, and
+    the error belongs on the console only, not in that run's train.log."""
     previous = read_results(run_dir)
     earlier_outcome = previous is not None and previous.get("status") != "failed"
     if earlier_outcome and isinstance(err, USER_ERRORS):
-        return
+        return False
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / TRACEBACK_FILE, "a") as f:
         f.write(f"--- {datetime.now().isoformat(timespec='seconds')}\n")
         f.write("".join(traceback.format_exception(err)))
-    if earlier_outcome:
-        return
-    write_results(
-        run_dir,
-        {"status": "failed", "error": f"{type(err).__name__}: {err}", "overrides": overrides},
+    if not earlier_outcome:
+        failed = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        write_results(run_dir, failed | {"overrides": overrides})
+    return True
+
+
+def run_description(cfg: DictConfig, params: int, overrides: list[str]) -> str:
+    """The line a run starts its log with: what trains on what, how, and where it writes."""
+    return (
+        f"{cfg.model._target_.rsplit('.', 1)[-1]} ({params:,} parameters) on {cfg.dataset.name} "
+        f"at {cfg.dataset.image_size} px, batch {cfg.dataset.batch_size}, "
+        f"{cfg.optimizer._target_.rsplit('.', 1)[-1]} lr {cfg.optimizer.lr}, "
+        f"{cfg.trainer.max_epochs} epochs; overrides: {' '.join(overrides) or 'none'}; "
+        f"run dir {cfg.paths.output_dir}"
     )
 
 
 def print_summary(results: dict[str, Any], path: Path) -> None:
-    """The lines a run ends with: outcome, test accuracy, speed, where results and logs are."""
-    from rich.console import Console
-
-    console = Console()
+    """The lines a run ends with (console and train.log): outcome, test accuracy, speed, where
+    results and logs are."""
     acc, epochs = results["test_acc"], results["epochs_completed"]
-    console.print(
-        f"[bold]{results['status']}[/bold]: test_acc="
-        f"{'n/a' if acc is None else f'{acc:.4f}'}, best val_acc="
-        f"{results['val_acc'] if results['val_acc'] is None else round(results['val_acc'], 4)}, "
-        f"{epochs} epoch{'' if epochs == 1 else 's'} in {results['wall_s']:.0f} s "
-        f"({results['train_images_per_s']:.0f} train images/s on {results['device']})"
-    )
-    console.print(f"results:     {path}")
+    val_acc = results["val_acc"]
+    lines = [
+        f"{results['status']}: test_acc={'n/a' if acc is None else f'{acc:.4f}'}, best val_acc="
+        f"{'n/a' if val_acc is None else f'{val_acc:.4f}'}, {epochs} epoch"
+        f"{'' if epochs == 1 else 's'} in {results['wall_s']:.0f} s "
+        f"({results['train_images_per_s']:.0f} train images/s on {results['device']})",
+        f"results:     {path}",
+    ]
     if results["tensorboard_dir"]:
-        console.print(f"TensorBoard: tensorboard --logdir {results['tensorboard_dir']}")
+        lines.append(f"TensorBoard: tensorboard --logdir {results['tensorboard_dir']}")
     if results["status"] == "diverged":
-        console.print(f"diverged:    {results['error']}")
+        lines.append(f"diverged:    {results['error']}")
     if results["status"] == "interrupted":
-        console.print(
+        lines.append(
             f"interrupted: {results['error']}; checkpoint {results['checkpoint']}. Continue "
             f"with: cnnlab-train resume={path.parent}"
         )
+    for line in lines:
+        log.info(line)

@@ -28,7 +28,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnlab.errors import ConfigError
-from cnnlab.resolvers import config_dir
+from cnnlab.resolvers import config_groups
 from cnnlab.runs.checkpoints import (
     META_KEY,
     check_checkpoint_fits,
@@ -87,12 +87,6 @@ def hydra_overrides() -> list[str]:
     if not HydraConfig.initialized():
         return []
     return list(HydraConfig.get().overrides.task)
-
-
-def config_groups() -> set[str]:
-    """The config groups of conf/ (model, dataset, ablation, experiment, ...)."""
-    conf = config_dir()
-    return {p.name for p in conf.iterdir() if p.is_dir()} if conf.is_dir() else set()
 
 
 def run_overrides(overrides: list[str] | None = None) -> list[str]:

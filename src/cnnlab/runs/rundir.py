@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cnnlab.errors import ConfigError
+
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
 
@@ -22,6 +24,24 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
         return None
     candidates = sorted(folder.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
     return candidates[-1] if candidates else None
+
+
+def find_checkpoint(run_dir: str | Path) -> Path:
+    """The checkpoint that stands for a finished run: its best one (the newest if several), else
+    its ``last.ckpt``; a ConfigError where it has neither (cnnlab-visualize, cnnlab-eval)."""
+    folder = checkpoint_dir(run_dir)
+    best = sorted(
+        folder.glob("best-*.ckpt"), key=lambda p: (p.stat().st_mtime, p.name), reverse=True
+    )
+    if best:
+        return best[0]
+    if (folder / LAST).is_file():
+        return folder / LAST
+    raise ConfigError(
+        f"no checkpoint in {folder}: a training run writes checkpoints/last.ckpt there at the "
+        "end of every epoch. Give the directory of a run that finished an epoch, or the path of "
+        "a .ckpt file."
+    )
 
 
 def run_dir_of(ckpt_path: str | Path) -> Path | None:

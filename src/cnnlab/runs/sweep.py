@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from cnnlab.runs.results import FINISHED, RESULTS_FILE, read_results
 
 SWEEP_DIR_ENV = "CNNLAB_SWEEP_DIR"  # rank 0's sweep dir, for the DDP processes it starts
+SWEPT_KEYS_ENV = "CNNLAB_SWEPT_KEYS"  # the keys a sweep varies, for its jobs' run labels
 # Config choices that need a Hydra plugin from an optional extra: (override, plugin, extra).
 PLUGIN_EXTRAS = (
     ("hparams_search=", "hydra_plugins.hydra_optuna_sweeper", "optuna"),
@@ -41,6 +42,64 @@ def is_extra_ddp_process() -> bool:
     """True in the processes Lightning starts for ranks 1.. of a local DDP run (it sets
     LOCAL_RANK for them), and in the non-zero ranks of torchrun or SLURM launches."""
     return os.environ.get("LOCAL_RANK", "0") != "0"
+
+
+def short_value(value: str) -> str:
+    """A float as Optuna samples it (0.06260326907499733) shown with 4 significant digits."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if "." in value and len(value) > 8 else value
+
+
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """Each dotted key by its shortest ending that no other of ``keys`` shares:
+    ``optimizer.lr`` -> ``lr``, but ``model.dropout`` and ``dataset.dropout`` stay whole."""
+
+    def ending(key: str, n: int) -> str:
+        return ".".join(key.split(".")[-n:])
+
+    short = {}
+    for key in keys:
+        n = 1
+        while n < key.count(".") + 1 and any(
+            ending(other, n) == ending(key, n) for other in keys if other != key
+        ):
+            n += 1
+        short[key] = ending(key, n)
+    return short
+
+
+def job_label() -> str:
+    """What tells this job of a sweep apart from the others, e.g. ``model=vgg11,lr=0.1`` (the
+    resolver ``cnnlab_job_label``: TensorBoard's name for the run); "" outside a sweep."""
+    if not is_multirun():
+        return ""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get()
+    swept = [k for k in os.environ.get(SWEPT_KEYS_ENV, "").split(",") if k]
+    if not swept:  # a launcher that did not pass the environment on: every override
+        return str(hydra_cfg.job.override_dirname)
+    values = {}
+    for override in hydra_cfg.overrides.task:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in swept:
+            values[key] = value
+    names = short_keys(list(values))
+    return ",".join(f"{names[key]}={short_value(value)}" for key, value in values.items())
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The keys a ``-m`` command varies: its sweep overrides (``model=vgg11,vgg16``) and the
+    sweeper's params (an experiment's ``hydra.sweeper.params``, Optuna's search space)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys = [o.key_or_group for o in parsed if o.is_sweep_override()]
+    params = config.hydra.sweeper.get("params") or {}
+    return keys + [str(key) for key in params if key not in keys]
 
 
 def _importable(module: str) -> bool:
@@ -177,6 +236,7 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        os.environ[SWEPT_KEYS_ENV] = ",".join(swept_keys(config))
         if config.get("resume") or config.get("ckpt_path"):
             print(
                 "error: resume=/ckpt_path= continue one run, not a sweep. To continue a sweep, "

@@ -6,6 +6,7 @@ the runner merges those into the run's results.
 
 from __future__ import annotations
 
+import logging
 import resource
 from collections.abc import Iterator
 from typing import Any
@@ -13,6 +14,41 @@ from typing import Any
 import lightning as L
 import torch
 from omegaconf import DictConfig
+
+log = logging.getLogger("cnnlab")
+
+
+class EpochLog(L.Callback):
+    """One line per epoch in the run's log (console and train.log): the epoch's metrics and
+    speed, what the progress bar showed, kept where a log file or a cluster's job output has it."""
+
+    def __init__(self) -> None:
+        self.logged_epochs = 0
+
+    # Written when the next epoch starts or training ends: at on_train_epoch_end, callbacks run
+    # before the LightningModule's own hook, which computes the epoch's train/* metrics.
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.log_finished_epoch(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.log_finished_epoch(trainer)
+
+    def log_finished_epoch(self, trainer: L.Trainer) -> None:
+        finished = trainer.current_epoch  # epochs done so far (a resumed run starts above 0)
+        if finished <= self.logged_epochs or not trainer.is_global_zero:
+            self.logged_epochs = max(self.logged_epochs, finished)
+            return
+        self.logged_epochs = finished
+        metrics = trainer.callback_metrics
+        parts = [
+            f"{name}={float(metrics[name]):.4f}"
+            for name in ("train/loss", "train/acc", "val/loss", "val/acc")
+            if name in metrics
+        ]
+        if "train/images_per_s" in metrics:
+            parts.append(f"{float(metrics['train/images_per_s']):,.0f} images/s")
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else "?"
+        log.info(f"epoch {finished}/{epochs}: {', '.join(parts)}")
 
 
 class PeakMemory(L.Callback):

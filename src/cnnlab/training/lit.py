@@ -30,6 +30,12 @@ STAGES = ("train", "val", "test")
 CHECKPOINT_KEY = "cnnlab_lit"
 
 
+def scalar_name(class_name: str) -> str:
+    """A class name as part of a metric name: "T-shirt/top" -> "T-shirt_top" (a slash would
+    nest TensorBoard's groups), "Ankle boot" -> "Ankle_boot"."""
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in class_name)
+
+
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -81,6 +87,39 @@ class EpochTotals:
         return {"acc": correct / count, "loss": loss_sum / count}
 
 
+class ConfusionCounts:
+    """The test pass's confusion matrix (rows: true class, columns: predicted), kept on the
+    device as one flat bincount per batch: two small tensor ops, no host sync until the end.
+    Test only: training and validation steps never pay for it. Under DDP the counts of all
+    ranks are added once, at the end, like EpochTotals."""
+
+    def __init__(self, num_classes: int | None = None) -> None:
+        self.num_classes = num_classes
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts: torch.Tensor | None = None
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        n = logits.shape[1]
+        counts = torch.bincount(y * n + logits.argmax(dim=1), minlength=n * n)
+        if self.counts is None:
+            self.num_classes, self.counts = n, counts
+        else:
+            self.counts += counts
+
+    def compute(self, strategy: Any = None) -> list[list[int]] | None:
+        """The matrix as lists (JSON-ready); with a Lightning strategy, summed over its ranks.
+        None where no rank knows the number of classes (no batch, none given)."""
+        n = self.num_classes
+        if n is None:
+            return None
+        counts = self.counts if self.counts is not None else torch.zeros(n * n, dtype=torch.long)
+        if strategy is not None:
+            counts = strategy.reduce(counts.to(strategy.root_device), reduce_op="sum")
+        return counts.view(n, n).tolist()
+
+
 def example_input(datamodule: Any, strategy: Any) -> torch.Tensor | None:
     """One blank image as the model gets it (channels, size, memory format), or None.
 
@@ -122,6 +161,10 @@ class LitClassifier(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing, self.aux_weight = label_smoothing, aux_weight
         self.totals = {stage: EpochTotals() for stage in STAGES}
+        # The test pass's confusion matrix and the class names (from the datamodule, at setup).
+        self.confusion = ConfusionCounts()
+        self.classes: tuple[str, ...] | None = None
+        self.test_confusion: list[list[int]] | None = None
         self._first_bad_step: torch.Tensor | None = None
         self.divergence_check_every = divergence_check_every
         # Process start to the first training step (results.json): imports, config, data and
@@ -150,6 +193,11 @@ class LitClassifier(L.LightningModule):
         if getattr(datamodule, "channels_last", False) and not lbfgs:
             self.model.to(memory_format=torch.channels_last)
         self.example_input_array = example_input(datamodule, self.trainer.strategy)
+        classes = getattr(datamodule, "classes", None)
+        if classes:
+            self.classes = tuple(classes)
+            # Known before any batch: a DDP rank without a test batch still adds its zeros.
+            self.confusion.num_classes = len(self.classes)
 
     # --- one step
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -229,7 +277,10 @@ class LitClassifier(L.LightningModule):
         self._eval_step("val", batch)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._eval_step("test", batch)
+        x, y = batch
+        logits = self.model(x)
+        self.totals["test"].update(logits, y, self._loss(logits, y))
+        self.confusion.update(logits, y)
 
     # --- epoch ends: compute, log, remember
     def _finish(self, stage: str) -> dict[str, float]:
@@ -269,8 +320,49 @@ class LitClassifier(L.LightningModule):
         self.best_val_acc = max(self.best_val_acc, values["val/acc"])
         self.log("hp_metric", self.best_val_acc, sync_dist=True)
 
+    def on_test_epoch_start(self) -> None:
+        self.confusion.reset()
+        self.test_confusion = None
+
     def on_test_epoch_end(self) -> None:
-        self._finish("test")
+        values = self._finish("test")
+        self.test_confusion = self.confusion.compute(
+            self.trainer.strategy if self._trainer is not None else None
+        )
+        self.confusion.reset()
+        if self.test_confusion is not None:
+            self._log_confusion(self.test_confusion, values["test/acc"])
+
+    def class_names(self) -> tuple[str, ...]:
+        """The datamodule's class names, or "0", "1", ... without one."""
+        if self.classes is not None:
+            return self.classes
+        n = self.confusion.num_classes or 0
+        return tuple(str(i) for i in range(n))
+
+    def _log_confusion(self, matrix: list[list[int]], acc: float) -> None:
+        """Per-class accuracy as scalars (test/acc_<class>) and, for TensorBoard, the figure."""
+        from cnnlab.analysis.confusion import confusion_figure, per_class_accuracy
+
+        names = self.class_names()
+        per_class = per_class_accuracy(matrix, names)
+        scalars = {
+            f"test/acc_{scalar_name(name)}": value
+            for name, value in per_class.items()
+            if value is not None
+        }
+        self.log_dict(scalars, sync_dist=True)  # equal on every rank: the counts are summed
+        if self._trainer is None or not self.trainer.is_global_zero:
+            return
+        # Every logger that takes figures (TensorBoard's SummaryWriter), wherever it is listed.
+        writers = [getattr(logger, "experiment", None) for logger in self.loggers]
+        writers = [w for w in writers if hasattr(w, "add_figure")]
+        if not writers:
+            return
+        images = sum(sum(row) for row in matrix)
+        fig = confusion_figure(matrix, names, f"test: acc {acc:.4f} on {images:,} images")
+        for writer in writers:
+            writer.add_figure("test/confusion_matrix", fig, self.global_step, close=False)
 
     # What makes results.json whole after a resume (all epochs' history, best val accuracy,
     # throughput counters): Lightning's own checkpoint state does not hold it.

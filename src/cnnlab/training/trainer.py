@@ -11,15 +11,20 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.devices import gpu_available
 from cnnlab.errors import ConfigError
-from cnnlab.training.callbacks import diagnostic_callbacks
+from cnnlab.training.callbacks import EpochLog, diagnostic_callbacks
 from cnnlab.training.fast_forward import check_cuda_graphs
 from cnnlab.training.lit import DivergedError, LitClassifier
 from cnnlab.training.profiler import NoOpProfiler
+
+# The columns of TensorBoard's HPARAMS tab: test accuracy, best validation accuracy (hp_metric),
+# the last epoch's validation accuracy and training loss, and training speed.
+HPARAM_METRICS = ("test/acc", "hp_metric", "val/acc", "train/loss", "train/images_per_s")
 
 
 class _NoAdvertising(logging.Filter):
@@ -30,6 +35,19 @@ class _NoAdvertising(logging.Filter):
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoAdvertising())
+
+
+def log_lightning_to_the_run_log() -> None:
+    """Let Lightning's messages (devices, model summary, warnings) reach the handlers Hydra set
+    up for the run, console and train.log. Lightning gives its logger a console handler of its
+    own and stops it from propagating when it is imported before logging is configured, as
+    here; its messages then never reached train.log."""
+    names = [n for n in logging.root.manager.loggerDict if n.startswith("lightning")]
+    for name in names:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
 
 
 def check_trainer(cfg: DictConfig) -> None:
@@ -80,11 +98,11 @@ def make_trainer(
     from lightning.pytorch.callbacks import RichProgressBar
 
     check_trainer(cfg)
-    callbacks = list(callbacks)
+    callbacks = [*callbacks, EpochLog()]
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar(leave=True))
     callbacks += diagnostic_callbacks(cfg.get("diagnostics"))
-    logger = instantiate(cfg.logger) if cfg.get("logger") else False
+    loggers = build_loggers(cfg)
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
     if cfg.get("deterministic"):
         # cuDNN's benchmark mode picks algorithms by timing them, which can differ run to run.
@@ -93,7 +111,8 @@ def make_trainer(
         trainer_args["profiler"] = NoOpProfiler()
     try:
         trainer = L.Trainer(
-            **trainer_args, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir)
+            **trainer_args, logger=loggers or False, callbacks=callbacks,
+            default_root_dir=str(run_dir),
         )
     except (TypeError, ValueError, MisconfigurationException) as err:
         raise ConfigError(
@@ -101,9 +120,38 @@ def make_trainer(
             f"check its value (e.g. trainer.max_epochs=10, trainer.devices=1)."
         ) from err
     check_cuda_graphs(cfg, trainer)
-    if trainer.logger is not None:
-        trainer.logger.log_hyperparams(flat_hparams(cfg), metrics={"hp_metric": 0.0})
+    log_hparams(trainer, flat_hparams(cfg))
     return trainer
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    """The run's loggers: one per entry of ``cfg.logger`` (logger=[tensorboard,csv])."""
+    if not cfg.get("logger"):
+        return []
+    if "_target_" in cfg.logger:  # one logger, as checkpoints of earlier versions hold it
+        return [instantiate(cfg.logger)]
+    return [instantiate(node) for node in cfg.logger.values() if node]
+
+
+def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
+    """The run's settings for every logger, and TensorBoard's HPARAMS tab with the metrics that
+    compare runs (HPARAM_METRICS): their values are the scalars the run logs under those tags.
+    Written directly, not through log_hyperparams(metrics=...), which would also log a dummy
+    first value into each metric's curve."""
+    for logger in trainer.loggers:
+        logger.log_hyperparams(params)
+    tensorboard = tensorboard_logger(trainer)
+    if tensorboard is None or not trainer.is_global_zero:
+        return
+    from torch.utils.tensorboard.summary import hparams
+
+    writer = tensorboard.experiment.file_writer
+    for summary in hparams(params, dict.fromkeys(HPARAM_METRICS, 0.0)):
+        writer.add_summary(summary)
 
 
 def fit_and_test(
