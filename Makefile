@@ -110,7 +110,7 @@ EXERCISES := lenet lenet-pool lenet-kernel lenet-channels lenet-activation lenet
 	lenet-activations alexnet alexnet-epochs alexnet-small alexnet-batch-size alexnet-analysis \
 	lenet-dropout-relu lenet-preprocessing vgg11 vgg-layers vgg-vs-alexnet vgg-image-size \
 	vgg-depth googlenet googlenet-variants googlenet-min-size googlenet-params resnet18 \
-	resnet-depth resnet-bottleneck resnet-preact vanishing-gradient alexnet-lrn lenet-local \
+	resnet-depth resnet-bottleneck resnet-preact resnet-inception resnet-plain vanishing-gradient alexnet-lrn lenet-local \
 	lenet-optimizers course-recipes
 .PHONY: $(EXERCISES)
 
@@ -228,6 +228,13 @@ resnet-bottleneck: data  ## ResNet III: bottleneck vs basic residual blocks
 
 resnet-preact: data  ## ResNet IV: pre-activation vs post-activation blocks
 	s=0; $(call sweep,experiment=resnet_preact,$(QUICK_RESNET)) $(report)
+
+resnet-inception: data  ## ResNet I: Inception block -> one path -> one path + identity (the residual block)
+	s=0; $(call sweep,experiment=resnet_inception,$(QUICK_BIG)) \
+	$(BIN)/python -m cnnlab.analysis.inception_residual $(exercise_dir) || s=1; $(report)
+
+resnet-plain: data  ## ResNet V: plain-18/34 (no shortcuts) vs ResNet-18/34, training loss curves
+	s=0; $(call sweep,experiment=resnet_plain,$(QUICK_RESNET)) $(report)
 
 ##@ GPU
 COURSE_RECIPES ?= lenet$(comma)alexnet$(comma)vgg11$(comma)googlenet$(comma)resnet18

@@ -31,6 +31,18 @@ TINY = [
     "trainer.enable_model_summary=false",
 ]
 
+# A command-line run that stops after two training batches: for what happens before and after
+# training (errors, records), not for what it learns.
+QUICK = [
+    "dataset.train_subset=500",
+    "dataset.val_size=200",
+    "dataset.test_subset=200",
+    "trainer.max_epochs=1",
+    "++trainer.limit_train_batches=2",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # The session decodes the datasets into a cache of its own (cnnlab.data.cache), never the

@@ -42,4 +42,9 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name} but no CUDA GPU is visible; use device=auto or cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"device={name} is not a device; use device=auto, cpu, cuda or cuda:<index>"
+        ) from None

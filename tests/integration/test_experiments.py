@@ -123,7 +123,8 @@ def test_every_exercise_item_has_a_target() -> None:
         "alexnet-analysis", "lenet-dropout-relu", "lenet-preprocessing", "vgg11", "vgg-layers",
         "vgg-vs-alexnet", "vgg-image-size", "vgg-depth", "googlenet", "googlenet-variants",
         "googlenet-min-size", "googlenet-params", "resnet18", "resnet-depth",
-        "resnet-bottleneck", "resnet-preact", "vanishing-gradient", "alexnet-lrn",
+        "resnet-bottleneck", "resnet-preact", "resnet-inception", "resnet-plain",
+        "vanishing-gradient", "alexnet-lrn",
         "lenet-local", "lenet-optimizers",
     }  # fmt: skip
     assert expected <= targets, sorted(expected - targets)

@@ -20,16 +20,7 @@ from cnnlab.data import sources as data_sources
 from cnnlab.devices import gpu_available
 from cnnlab.runs.checkpoints import META_KEY
 from cnnlab.training import build
-
-QUICK = [
-    "dataset.train_subset=500",
-    "dataset.val_size=200",
-    "dataset.test_subset=200",
-    "trainer.max_epochs=1",
-    "++trainer.limit_train_batches=2",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-]
+from conftest import QUICK
 
 
 @pytest.fixture

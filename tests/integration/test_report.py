@@ -323,3 +323,43 @@ def test_the_legend_is_below_the_plots_and_whole(tmp_path: Path) -> None:
     report = build_report(root)
     image = matplotlib.image.imread(report.curves_path)
     assert image.shape[0] > image.shape[1] / 3  # room for the plots and the legend below
+
+
+def test_training_loss_is_drawn_per_step_where_every_run_has_steps(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    root = sweep_dir(tmp_path)
+    for job, pool in enumerate(("avg", "max")):
+        path = write_run(root / str(job), [f"model.pool={pool}"])
+        results = json.loads((path / "results.json").read_text())
+        results["history"]["train/loss_step"] = [2.3, 2.0, 1.5, 1.2, 1.0]
+        (path / "results.json").write_text(json.dumps(results))
+    fig = curves_figure(group_runs(find_runs(root)))
+    try:
+        accuracy, loss = fig.axes
+        assert accuracy.get_xlabel() == "epoch" and loss.get_xlabel() == "step"
+        assert [len(line.get_ydata()) for line in loss.get_lines()] == [5, 5]
+    finally:
+        plt.close(fig)
+    write_run(root / "2", ["model.pool=lp"])  # no steps recorded: all per epoch
+    fig = curves_figure(group_runs(find_runs(root)))
+    try:
+        assert fig.axes[1].get_xlabel() == "epoch"
+    finally:
+        plt.close(fig)
+
+
+def test_a_results_json_with_values_of_the_wrong_type_is_reported_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    from cnnlab.runs.sweep import summarise
+
+    root = sweep_dir(tmp_path)
+    write_run(root / "0", ["model.pool=avg"])
+    job = write_run(root / "1", ["model.pool=max"], test_acc="abc", params=[1])
+    results = json.loads((job / "results.json").read_text())
+    (job / "results.json").write_text(json.dumps(results | {"overrides": 7}))
+    report = build_report(root, tmp_path / "report")
+    assert "Runs: 2" in report.markdown
+    _, text = summarise(root)
+    assert "2 jobs, 2 ok" in text

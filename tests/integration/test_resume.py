@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -106,7 +107,12 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly_then_resumes(
 
     code, output = run_cli([f"resume={run_dir}"], capsys)
     assert code == 0, output
-    assert_same_end(json.loads((run_dir / "results.json").read_text()), uninterrupted)
+    resumed = json.loads((run_dir / "results.json").read_text())
+    assert_same_end(resumed, uninterrupted)
+    # The epoch restarted mid-way is timed from its first batch here, not from the clock's zero:
+    # the training time of both processes stays below what both took from start to end.
+    assert 0 < resumed["train_s"] < interrupted["wall_s"] + resumed["wall_s"]
+    assert resumed["train_images_per_s"] > 100
 
 
 def test_checkpoints_last_and_best_load_weights_only(uninterrupted: dict) -> None:
@@ -207,3 +213,41 @@ def test_an_epoch_without_improvement_writes_last_checkpoint_anew(make_cfg) -> N
     assert os.stat(best).st_nlink == os.stat(last).st_nlink == 1
     assert torch.load(best, weights_only=True)["epoch"] == 0
     assert torch.load(last, weights_only=True)["epoch"] == 1
+
+
+def test_a_moved_run_keeps_its_best_checkpoint_when_resumed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Lightning forgets the best score of a checkpoint written in another directory; the run's
+    own checkpoint callbacks move it along: after the resumed epoch there is one best file, the
+    epoch with the best val/acc. (Forgotten, the old best file stays beside a new one, and a
+    worse epoch becomes "best".)"""
+    first = tmp_path / "first"
+    code, output = run_cli([*RUN, "trainer.max_epochs=1", f"hydra.run.dir={first}"], capsys)
+    assert code == 0, output
+    moved = tmp_path / "copied" / "run"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    code, output = run_cli([f"resume={moved}", "trainer.max_epochs=2"], capsys)
+    assert code == 0, output
+    val_acc = json.loads((moved / "results.json").read_text())["history"]["val/acc"]
+    best_epoch = max(range(2), key=lambda epoch: (val_acc[epoch], -epoch))
+    best = [p.name for p in (moved / "checkpoints").glob("best-*.ckpt")]
+    assert best == [f"best-epoch={best_epoch}.ckpt"], (val_acc, best)
+    assert "dirpath has changed" not in output
+
+
+def test_resuming_a_finished_run_is_refused_and_keeps_its_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    code, output = run_cli([*RUN, "trainer.max_epochs=1", f"hydra.run.dir={run_dir}"], capsys)
+    assert code == 0, output
+    finished = (run_dir / "results.json").read_bytes()
+    code, output = run_cli([f"resume={run_dir}"], capsys)
+    assert code == 1 and "Traceback" not in output
+    assert "the run already finished" in output and "epochs_completed=1" in output
+    assert (run_dir / "results.json").read_bytes() == finished
+    code, output = run_cli([f"resume={run_dir}", "trainer.max_epochs=2"], capsys)  # longer: ok
+    assert code == 0, output
+    assert json.loads((run_dir / "results.json").read_text())["epochs_completed"] == 2

@@ -153,3 +153,19 @@ def test_tensorboard_names_each_job_by_what_tells_it_apart(
     assert labels == {0: "lr=0.1,pool=max", 1: "lr=0.1,pool=avg", 2: "lr=0.2,pool=max",
                       3: "lr=0.2,pool=avg"}  # fmt: skip
     assert all((tmp_path / str(job) / "tensorboard" / labels[job]).is_dir() for job in range(4))
+
+
+def test_resume_sweep_with_other_arguments_is_refused_before_any_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, output = sweep(["optimizer.lr=0.1,0.2"], tmp_path, capsys)
+    assert code == 0, output
+    record = (tmp_path / "multirun.yaml").read_bytes()
+    finished = (tmp_path / "0" / "results.json").read_bytes()
+    code, output = sweep(["optimizer.lr=0.1,0.3", "resume_sweep=true"], tmp_path, capsys)
+    assert code == 1 and "Traceback" not in output
+    assert "holds a sweep made with optimizer.lr=0.1,0.2" in output
+    assert "3 jobs" not in output and "ok" not in output.split("error:")[0]
+    assert (tmp_path / "multirun.yaml").read_bytes() == record  # not rewritten
+    assert (tmp_path / "0" / "results.json").read_bytes() == finished
+    assert not (tmp_path / "2").exists()

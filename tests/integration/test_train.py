@@ -379,3 +379,37 @@ def test_train_log_holds_the_runs_record(
     code, output = run_cli([*TINY, "optimizer.lr=-1", f"hydra.run.dir={failed_dir}"], capsys)
     assert code == 1 and "optimizer.lr must be a positive number" in output
     assert "error: optimizer.lr must be a positive number" in (failed_dir / "train.log").read_text()
+
+
+def test_a_nan_validation_loss_ends_the_run_as_diverged_without_a_best_checkpoint(
+    make_cfg, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_eval_step = LitClassifier._eval_step
+
+    def nan_in_the_second_validation(self, stage, batch):
+        real_eval_step(self, stage, batch)
+        if self.current_epoch == 1:
+            self.totals["val"].loss_sum.fill_(float("nan"))
+
+    monkeypatch.setattr(LitClassifier, "_eval_step", nan_in_the_second_validation)
+    results = run(make_cfg("trainer.max_epochs=3"))
+    assert results["status"] == "diverged" and results["diverged_epoch"] == 1
+    assert "validation loss became nan" in results["error"]
+    folder = Path(results["config"]["paths"]["output_dir"]) / "checkpoints"
+    assert [p.name for p in folder.glob("best-*.ckpt")] == ["best-epoch=0.ckpt"]
+
+
+def test_results_say_how_many_test_images_and_the_true_global_batch(make_cfg) -> None:
+    results = run(make_cfg("dataset.test_subset=300", "dataset.batch_size=100000"))
+    assert results["test_images"] == 300
+    assert results["global_batch_size"] == 2000  # the whole training split, not 100,000
+
+
+def test_history_holds_every_steps_training_loss(make_cfg) -> None:
+    results = run(make_cfg("trainer.max_epochs=2", "dataset.batch_size=100"))
+    steps = results["history"]["train/loss_step"]
+    assert len(steps) == 2 * 2000 // 100  # 20 steps an epoch, both epochs
+    # The epoch's loss is the mean over its steps (every batch of 100 counts the same).
+    epoch_losses = results["history"]["train/loss"]
+    assert sum(steps[:20]) / 20 == pytest.approx(epoch_losses[0], rel=1e-5)
+    assert sum(steps[20:]) / 20 == pytest.approx(epoch_losses[1], rel=1e-5)

@@ -1,4 +1,5 @@
-"""ResNet: Table 1 of He et al., torchvision's parameter counts and outputs, and the knobs."""
+"""ResNet: Table 1 of He et al., torchvision's parameter counts and outputs, the knobs, the
+plain nets (residual=false) and the Inception-to-residual blocks of exercise I."""
 
 from __future__ import annotations
 
@@ -6,12 +7,29 @@ import re
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import nn
 
+from cnnlab.analysis import inception_residual
 from cnnlab.models import resnet
-from cnnlab.models.resnet import RESNET_TABLE, Bottleneck, Residual, ResNet
-from conftest import randomise_batch_norm
+from cnnlab.models.googlenet import Inception
+from cnnlab.models.resnet import (
+    INCEPTION_PATHS,
+    RESNET_TABLE,
+    Bottleneck,
+    MultiPath,
+    MultiPathNet,
+    Residual,
+    ResNet,
+    path_widths,
+)
+from cnnlab.resolvers import project_root
+from conftest import compose_config, randomise_batch_norm
+
+ROOT = project_root()
 
 IMAGENET = {"in_channels": 3, "num_classes": 1000}
 
@@ -230,3 +248,282 @@ def test_preact_changes_the_function_not_the_conv_weights() -> None:
 def test_bad_knobs_raise(kwargs: dict, message: str) -> None:
     with torch.device("meta"), pytest.raises(ValueError, match=message):
         ResNet(**kwargs)
+
+
+# --- plain nets (residual=false), ResNet exercise V ------------------------------------------
+
+
+def _projections(model: nn.Module) -> list[nn.Module]:
+    return [
+        m.shortcut
+        for m in model.modules()
+        if isinstance(m, Residual | Bottleneck)
+        and m.shortcut is not None  # a plain block has none
+        and not isinstance(m.shortcut, nn.Identity)
+    ]
+
+
+@pytest.mark.parametrize(
+    "depth, plain_count",
+    # ResNet-18/34 lose three projections (1x1 convs 64->128, 128->256, 256->512 and their BNs):
+    # 172,032 + 1,792 = 173,824 parameters; ResNet-50 loses four, wider ones.
+    [(18, 11_515_688), (34, 21_623_848), (50, 22_780_456)],
+)
+def test_plain_parameters_are_residual_minus_projections(depth: int, plain_count: int) -> None:
+    with torch.device("meta"):
+        res = getattr(resnet, f"resnet{depth}")(**IMAGENET)
+        plain = getattr(resnet, f"resnet{depth}")(**IMAGENET, residual=False)
+    projection_params = sum(n_params(s) for s in _projections(res))
+    assert n_params(plain) == n_params(res) - projection_params == plain_count
+    # Everything else is the same tensor for tensor: same names, same shapes.
+    res_shapes = {k: v.shape for k, v in res.state_dict().items() if ".shortcut." not in k}
+    assert {k: v.shape for k, v in plain.state_dict().items()} == res_shapes
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50])
+def test_plain_net_has_no_shortcut_at_all(depth: int) -> None:
+    with torch.device("meta"):
+        plain = getattr(resnet, f"resnet{depth}")(residual=False)
+    blocks = [b for stage in plain.stages for b in stage]
+    assert blocks and all(b.shortcut is None and not b.residual for b in blocks)
+    assert not any("shortcut" in name for name, _ in plain.named_modules())
+    # The paper's depth counts weight layers, which the plain net keeps: conv stem, the convs of
+    # every block, FC.
+    layers = [m for m in plain.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    assert len(layers) == depth
+    # BN after every conv, as in the paper's plain nets.
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in plain.modules()) == depth - 1
+
+
+def _last_of_residual_path(block: Residual | Bottleneck) -> nn.Module:
+    """The module whose output is F(X), the residual path's result before the addition."""
+    last = 2 if isinstance(block, Residual) else 3
+    return getattr(block, f"conv{last}" if block.preact else f"bn{last}")
+
+
+@pytest.mark.parametrize("preact", [False, True], ids=["post", "pre"])
+@pytest.mark.parametrize(
+    "block_type, in_channels, channels, stride",
+    [
+        (Residual, 16, 16, 1),  # identity shortcut
+        (Residual, 8, 16, 2),  # projection shortcut
+        (Bottleneck, 32, 8, 1),  # identity (in = 4 x 8)
+        (Bottleneck, 16, 8, 2),  # projection
+    ],
+    ids=["basic-identity", "basic-projection", "bottleneck-identity", "bottleneck-projection"],
+)
+def test_plain_block_is_residual_block_without_its_shortcut(
+    block_type: type, in_channels: int, channels: int, stride: int, preact: bool
+) -> None:
+    """With equal weights, the residual block computes ReLU(F(X) + S(X)) (pre-activated:
+    F(X) + S(X)) and the plain block the same without S(X): F(X) is the same tensor."""
+    torch.manual_seed(0)
+    res = block_type(in_channels, channels, stride, preact=preact)
+    plain = block_type(in_channels, channels, stride, preact=preact, residual=False)
+    randomise_batch_norm(res)
+    missing, unexpected = plain.load_state_dict(res.state_dict(), strict=False)
+    assert not missing and all(k.startswith("shortcut.") for k in unexpected)
+    assert bool(unexpected) == (stride != 1)  # only a projection has weights to leave out
+    res.eval()
+    plain.eval()
+
+    captured: list[torch.Tensor] = []
+    hook = _last_of_residual_path(res).register_forward_hook(lambda m, i, o: captured.append(o))
+    x = torch.randn(2, in_channels, 8, 8)
+    with torch.no_grad():
+        y_res, y_plain = res(x), plain(x)
+        f = captured[0]
+        if isinstance(res.shortcut, nn.Identity):
+            s = x
+        else:  # a pre-activated projection reads the block's first BN-ReLU, as in the forward
+            s = res.shortcut(F.relu(res.bn1(x)) if preact else x)
+    hook.remove()
+    finish = (lambda t: t) if preact else F.relu
+    assert torch.allclose(y_res, finish(f + s), atol=1e-6)
+    assert torch.allclose(y_plain, finish(f), atol=1e-6)
+    assert not torch.allclose(y_res, y_plain)  # the shortcut did change the result
+
+
+@pytest.mark.parametrize("preact", [False, True])
+def test_plain_resnet18_28_forward_backward(preact: bool) -> None:
+    torch.manual_seed(0)
+    _forward_backward(resnet.resnet18(stem="small", width=8, preact=preact, residual=False), 28)
+
+
+@pytest.mark.parametrize("model", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
+def test_every_resnet_config_has_the_residual_knob_on(model: str) -> None:
+    cfg = compose_config([f"model={model}"])
+    assert cfg.model.residual is True
+    with torch.device("meta"):
+        plain = instantiate(compose_config([f"model={model}", "model.residual=false"]).model)
+    assert not _projections(plain) and all(b.shortcut is None for s in plain.stages for b in s)
+
+
+def test_resnet_plain_experiment_is_plain_and_residual_18_and_34() -> None:
+    """experiments/resnet_plain.yaml sweeps plain-18/34 and ResNet-18/34 on the ResNet-18
+    recipe, logging often enough for early-training curves; every job builds at the recipe's
+    96 px and at the 32 px of the Makefile's QUICK_RESNET."""
+    sweep = OmegaConf.load(ROOT / "experiments" / "resnet_plain.yaml").hydra.sweeper.params
+    assert (sweep["model"], sweep["model.residual"]) == ("resnet18,resnet34", "false,true")
+    counts = {}
+    for model in ("resnet18", "resnet34"):
+        for residual in (False, True):
+            job = ["experiment=resnet_plain", f"model={model}", f"model.residual={residual}"]
+            cfg = compose_config(job)
+            assert (cfg.optimizer.lr, cfg.dataset.batch_size, cfg.dataset.image_size) == (
+                0.05,
+                256,
+                96,
+            )
+            assert cfg.trainer.max_epochs == 10 and cfg.trainer.log_every_n_steps <= 10
+            for size in (96, 32):
+                with torch.device("meta"):
+                    net = instantiate(cfg.model).eval()
+                    assert net(torch.zeros(2, 1, size, size)).shape == (2, 10)
+            counts[model, residual] = n_params(net)
+    # The plain nets lose the projections and nothing else (at 1 channel and 10 classes).
+    assert counts["resnet18", True] - counts["resnet18", False] == 173_824
+    assert counts["resnet34", True] - counts["resnet34", False] == 173_824
+
+
+# --- from the Inception block to the residual block, ResNet exercise I ------------------------
+
+
+def test_all_four_paths_without_identity_are_googlenets_inception_block() -> None:
+    """Without BN, 256 channels wide, MultiPath is Inception block 3a's widths on a 256-wide
+    input; given googlenet.Inception's weights it computes exactly what that block computes."""
+    assert path_widths(256, INCEPTION_PATHS) == {
+        "1x1": (0, 64), "3x3": (96, 128), "5x5": (16, 32), "pool": (0, 32)
+    }  # fmt: skip
+    torch.manual_seed(0)
+    ours = MultiPath(256, batch_norm=False)
+    theirs = Inception(256, 64, (96, 128), (16, 32), 32)
+    assert n_params(ours) == n_params(theirs)
+    with torch.no_grad():
+        for mine, other in zip(ours.parameters(), theirs.parameters(), strict=True):
+            assert mine.shape == other.shape
+            mine.copy_(other)
+    x = torch.randn(2, 256, 7, 7)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-6)
+
+
+def test_one_path_plus_identity_is_the_residual_block() -> None:
+    """Y = ReLU(f(X) + X) with f the one path left; without the identity Y = ReLU(f(X)); with
+    four paths and the identity Y = ReLU(concat(...) + X)."""
+    torch.manual_seed(0)
+    residual = MultiPath(16, ["3x3"], identity=True)
+    randomise_batch_norm(residual)
+    plain = MultiPath(16, ["3x3"], identity=False)
+    plain.load_state_dict(residual.state_dict())  # the identity path has no weights: same keys
+    residual.eval()
+    plain.eval()
+    assert list(residual.paths) == ["3x3"]
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        f = residual.paths["3x3"](x)
+        assert torch.equal(residual(x), F.relu(f + x))
+        assert torch.equal(plain(x), F.relu(f))
+        # The path silenced (its last BN set to 0): the residual block passes a non-negative X,
+        # a ReLU's output, on as it is. That is the identity a deeper net can fall back to.
+        residual.paths["3x3"][-1].weight.zero_()
+        residual.paths["3x3"][-1].bias.zero_()
+        assert torch.equal(residual(x.relu()), x.relu())
+    four = MultiPath(16, INCEPTION_PATHS, identity=True).eval()
+    with torch.no_grad():
+        branches = torch.cat([p(x) for p in four.paths.values()], dim=1)
+        assert torch.equal(four(x), F.relu(branches + x))
+
+
+@pytest.mark.parametrize("channels", [16, 64, 100])
+@pytest.mark.parametrize(
+    "paths", [INCEPTION_PATHS, ("1x1", "3x3", "5x5"), ("1x1", "3x3"), ("3x3",), ("pool", "1x1")]
+)
+def test_kept_paths_fill_the_block_width(channels: int, paths: tuple[str, ...]) -> None:
+    widths = path_widths(channels, paths)
+    assert list(widths) == [p for p in INCEPTION_PATHS if p in paths]  # GoogLeNet's order
+    assert sum(out for _, out in widths.values()) == channels
+    block = MultiPath(channels, paths, identity=True)
+    assert block(torch.randn(2, channels, 5, 5)).shape == (2, channels, 5, 5)
+
+
+def test_identity_path_adds_no_parameters() -> None:
+    for paths in (INCEPTION_PATHS, ("3x3",)):
+        with_x, without = MultiPathNet(paths=paths, identity=True), MultiPathNet(paths=paths)
+        assert n_params(with_x) == n_params(without)
+    # Parameters of the one path: 1x1 64->48, 3x3 48->64 (no bias, BN after each).
+    one_path = MultiPath(64, ["3x3"])
+    assert n_params(one_path) == 64 * 48 + 2 * 48 + 9 * 48 * 64 + 2 * 64 == 30_944
+
+
+@pytest.mark.parametrize("identity", [False, True])
+@pytest.mark.parametrize("paths", [INCEPTION_PATHS, ("3x3",)])
+def test_multipath_net_forward_backward_28(paths: tuple[str, ...], identity: bool) -> None:
+    torch.manual_seed(0)
+    model = MultiPathNet(paths=paths, identity=identity, width=16).train()
+    out = model(torch.randn(4, 1, 28, 28))
+    assert out.shape == (4, 10)
+    F.cross_entropy(out, torch.arange(4)).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.stem[0].weight.grad.abs().sum() > 0
+    # Nine blocks: three stages of three, at 14, 7 and 4 px.
+    assert [len([b for b in s if isinstance(b, MultiPath)]) for s in model.stages] == [3, 3, 3]
+
+
+def test_resnet_inception_experiment_composes_each_variant() -> None:
+    """experiments/resnet_inception.yaml: four paths or one, without and with the identity, on
+    the ResNet-18 recipe at 28 px; each builds at 28 px and at QUICK_RESNET's 32 px."""
+    sweep = OmegaConf.load(ROOT / "experiments" / "resnet_inception.yaml").hydra.sweeper.params
+    assert sweep["model.identity"] == "false,true"
+    params = {}
+    for paths in ("[1x1,3x3,5x5,pool]", "[3x3]"):
+        assert paths in sweep["model.paths"]
+        for identity in (False, True):
+            job = [f"model.paths={paths}", f"model.identity={identity}"]
+            cfg = compose_config(["experiment=resnet_inception", *job])
+            assert (cfg.optimizer.lr, cfg.dataset.batch_size, cfg.dataset.image_size) == (
+                0.05,
+                256,
+                28,
+            )
+            with torch.device("meta"):  # shapes only
+                net = instantiate(cfg.model).eval()
+                assert isinstance(net, MultiPathNet)
+                for size in (28, 32):
+                    assert net(torch.zeros(2, 1, size, size)).shape == (2, 10)
+            params[paths, identity] = n_params(net)
+    assert params["[3x3]", True] == params["[3x3]", False]
+    assert params["[1x1,3x3,5x5,pool]", True] == params["[1x1,3x3,5x5,pool]", False]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"paths": []}, "non-empty"),
+        ({"paths": ["7x7"]}, "paths of the Inception block"),
+        ({"paths": ["3x3", "3x3"]}, "distinct"),
+        ({"width": 3}, "too few"),
+        ({"layers": [3, 0]}, "each >= 1"),
+    ],
+)
+def test_bad_multipath_knobs_raise(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MultiPathNet(**kwargs)
+
+
+def test_inception_residual_tables() -> None:
+    blocks = inception_residual.block_rows(64, 14)
+    by_step = {r.step: r for r in blocks}
+    inception, one, res = blocks[0], blocks[3], blocks[4]
+    assert inception.formula.startswith("Y = ReLU(concat(f_1x1(X), f_3x3(X), f_5x5(X), f_pool")
+    assert (one.formula, res.formula) == ("Y = ReLU(f_3x3(X))", "Y = ReLU(f_3x3(X) + X)")
+    # The identity path costs nothing, and every step's count is the block's own.
+    assert (res.params, res.flops_per_image) == (one.params, one.flops_per_image)
+    assert one.params == n_params(MultiPath(64, ["3x3"])) == 30_944
+    assert inception.params == n_params(MultiPath(64))
+    assert len(by_step) == len(blocks) == 6
+    nets = inception_residual.net_rows(64, 28)
+    assert [r.params for r in nets] == [
+        n_params(MultiPathNet(paths=p, identity=i)) for p, i in inception_residual.NET_VARIANTS
+    ]

@@ -39,8 +39,9 @@ from cnnlab.analysis.min_size import (
 )
 from cnnlab.analysis.tables import Table, count, mb, percent, shape, si
 from cnnlab.devices import device_description, pick_device
-from cnnlab.errors import ConfigError
+from cnnlab.errors import ConfigError, exit_on_user_error
 from cnnlab.resolvers import config_dir
+from cnnlab.runs.rebuild import refuse_pickled_rerun
 from cnnlab.training.build import build_model, build_optimizer, check_image_size
 
 ANALYSIS_FILE = "analysis.json"
@@ -341,16 +342,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(
     version_base="1.3", config_path=str(config_dir()), config_name="analyze"
 )
+@exit_on_user_error
 def _hydra_main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except ConfigError as err:
-        print(f"error: {err}")
-        raise SystemExit(1) from None
+    run(cfg)
 
 
 def main() -> None:
     """Console entry point; ``--compare`` is shorthand for the ``compare=true`` override."""
+    refuse_pickled_rerun(sys.argv[1:])  # Hydra's --experimental-rerun unpickles a run's file
     sys.argv = ["compare=true" if arg == "--compare" else arg for arg in sys.argv]
     _hydra_main()
 

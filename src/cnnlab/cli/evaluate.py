@@ -16,14 +16,16 @@ The model and data config are rebuilt from conf/ and the run's recorded override
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-from cnnlab.errors import USER_ERRORS
+from cnnlab.errors import exit_on_user_error
 from cnnlab.resolvers import config_dir
+from cnnlab.runs.rebuild import refuse_pickled_rerun
 
 EVAL_FILE = "eval.json"
 FIGURE_FILE = "confusion_matrix.png"
@@ -120,12 +122,15 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
-def main(cfg: DictConfig) -> None:
-    try:
-        print_summary(evaluate(cfg))
-    except USER_ERRORS as err:
-        print(f"error: {err}")
-        raise SystemExit(1) from None
+@exit_on_user_error
+def _main(cfg: DictConfig) -> None:
+    print_summary(evaluate(cfg))
+
+
+def main() -> None:
+    """The ``cnnlab-eval`` console script."""
+    refuse_pickled_rerun(sys.argv[1:])  # Hydra's --experimental-rerun unpickles a run's file
+    _main()
 
 
 if __name__ == "__main__":

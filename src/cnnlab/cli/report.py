@@ -14,9 +14,10 @@ cnnlab.runs.results) and writes into it
   row (mean ± standard deviation and the number of seeds; a value the seeds share, such as the
   epochs, is shown once). Failed, diverged and unfinished runs are listed with their status and
   error; a quick run (``quick=true``, ``make <item> QUICK=1``) says so.
-* ``curves.png``: validation accuracy and training loss per epoch, one colour per row of the
-  table (the seeds of a row: their mean, with a band from their minimum to their maximum), from
-  the per-epoch ``history`` in results.json (the same values TensorBoard shows).
+* ``curves.png``: validation accuracy per epoch and the training loss of every step (per epoch
+  for runs that recorded no steps), one colour per row of the table (the seeds of a row: their
+  mean, with a band from their minimum to their maximum), from the ``history`` in results.json
+  (the same values TensorBoard shows).
 
 and prints the table.
 """
@@ -34,14 +35,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnlab.runs.results import RESULTS_FILE, read_results
-from cnnlab.runs.sweep import short_keys, short_value
+from cnnlab.runs.sweep import SWEEP_FILE, short_keys, short_value
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 REPORT_FILE = "report.md"
 CURVES_FILE = "curves.png"
-SWEEP_FILE = "multirun.yaml"
 OPTUNA_FILE = "optimization_results.yaml"  # the Optuna sweeper's best trial
 # Keys that never label a row: seed is what a group averages over; the resume switches say how
 # a run was started, not what it is.
@@ -95,7 +95,9 @@ class Group:
     runs: list[Run]
 
     def values(self, key: str) -> list[float]:
-        return [v for v in (run.get(key) for run in self.runs) if v is not None]
+        # Numbers only: a results.json is data and may hold anything (a string, a list).
+        values = (run.get(key) for run in self.runs)
+        return [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
 
     def mean(self, key: str) -> float | None:
         values = self.values(key)
@@ -115,6 +117,8 @@ class Group:
 def parse_overrides(overrides: Iterable[str]) -> dict[str, str]:
     """Hydra task overrides (``model.pool=max``, ``+x=1``, ``++quick=true``) as key -> value."""
     parsed: dict[str, str] = {}
+    if isinstance(overrides, str) or not isinstance(overrides, Iterable):
+        return parsed  # a results.json is data: it may hold anything
     for override in overrides:
         key, sep, value = str(override).partition("=")
         key = key.lstrip("+~")
@@ -329,6 +333,9 @@ def _fmt_subset(value: Any, default: str) -> str:
 
 # --- figure ----------------------------------------------------------------------------------
 CURVES = (("val/acc", "validation accuracy"), ("train/loss", "training loss"))
+# The training loss of every step (results.json history), drawn instead of the per-epoch one
+# where every run has it: short runs and the first steps of training get a curve too.
+STEP_LOSS = "train/loss_step"
 LINESTYLES = ("-", "--", ":", "-.")
 
 
@@ -374,7 +381,7 @@ def group_curves(group: Group) -> dict[str, Curve]:
     """The group's curve of each metric its runs have a per-epoch history of."""
     histories = [run.results.get("history") or {} for run in group.runs]
     curves = {}
-    for metric, _ in CURVES:
+    for metric in [metric for metric, _ in CURVES] + [STEP_LOSS]:
         curve = Curve.of([history[metric] for history in histories if history.get(metric)])
         if curve is not None:
             curves[metric] = curve
@@ -389,9 +396,9 @@ def legend_label(group: Group, curves: dict[str, Curve], width: int = 75) -> str
 
 
 def curves_figure(groups: Sequence[Group]) -> Figure | None:
-    """Validation accuracy and training loss per epoch: one colour (and one legend entry) per
-    group, in the table's order, the legend below the plots; None if no run has a finished
-    epoch."""
+    """Validation accuracy per epoch and training loss per step (per epoch where a run has no
+    steps recorded): one colour (and one legend entry) per group, in the table's order, the
+    legend below the plots; None if no run has a finished epoch."""
     drawn = [(group, curves) for group in groups if (curves := group_curves(group))]
     if not drawn:
         return None
@@ -412,20 +419,25 @@ def curves_figure(groups: Sequence[Group]) -> Figure | None:
     rows = [labels[i : i + columns] for i in range(0, len(labels), columns)]
     legend_lines = sum(max(label.count("\n") + 1 for label in row) for row in rows)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5 + 0.2 * legend_lines), layout="constrained")
+    per_step = all(STEP_LOSS in curves for _, curves in drawn)
+    panels = [(*CURVES[0], "epoch"), (STEP_LOSS, "training loss", "step") if per_step
+              else (*CURVES[1], "epoch")]  # fmt: skip
     handles = []
     for (group, curves), (colour, style) in zip(drawn, styles, strict=True):
-        line = {"color": colour, "linestyle": style, "marker": "o", "markersize": 3}
-        for ax, (metric, _) in zip(axes, CURVES, strict=True):
+        line = {"color": colour, "linestyle": style}
+        for ax, (metric, _, unit) in zip(axes, panels, strict=True):
             curve = curves.get(metric)
             if curve is None:
                 continue
-            epochs = range(1, len(curve.mean) + 1)
-            ax.plot(epochs, curve.mean, label=group.label, linewidth=1.6, **line)
+            x = range(1, len(curve.mean) + 1)
+            marks = {"marker": "o", "markersize": 3} if unit == "epoch" else {}
+            width = 1.6 if unit == "epoch" else 0.9
+            ax.plot(x, curve.mean, label=group.label, linewidth=width, **line, **marks)
             if curve.seeds > 1:
-                ax.fill_between(epochs, curve.low, curve.high, color=colour, alpha=0.18, lw=0)
-        handles.append(Line2D([], [], linewidth=1.6, **line))
-    for ax, (metric, name) in zip(axes, CURVES, strict=True):
-        ax.set(xlabel="epoch", ylabel=name, title=metric)
+                ax.fill_between(x, curve.low, curve.high, color=colour, alpha=0.18, lw=0)
+        handles.append(Line2D([], [], linewidth=1.6, marker="o", markersize=3, **line))
+    for ax, (metric, name, unit) in zip(axes, panels, strict=True):
+        ax.set(xlabel=unit, ylabel=name, title=metric)
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
 
@@ -527,7 +539,7 @@ def build_report(root: Path, out_dir: Path | None = None) -> Report:
         parts += [path.read_text().rstrip(), "```"]
     parts += [""]
     if has_curves:
-        parts += [f"![val/acc and train/loss per epoch]({CURVES_FILE})", ""]
+        parts += [f"![validation accuracy and training loss]({CURVES_FILE})", ""]
     parts += [f"TensorBoard (hparams tab included): `make tensorboard DIR={root}`", ""]
     report_path = out_dir / REPORT_FILE
     markdown = "\n".join(parts)

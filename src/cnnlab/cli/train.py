@@ -25,7 +25,9 @@ from omegaconf import DictConfig
 
 from cnnlab.errors import USER_ERRORS
 from cnnlab.resolvers import config_dir
+from cnnlab.runs import sweep
 from cnnlab.runs.checkpoints import RunCheckpointing, checkpoint_callbacks, checkpoint_meta
+from cnnlab.runs.rebuild import refuse_pickled_rerun
 from cnnlab.runs.results import (
     print_summary,
     record_failure,
@@ -34,13 +36,7 @@ from cnnlab.runs.results import (
     write_results,
 )
 from cnnlab.runs.resume import plan_run, run_overrides
-from cnnlab.runs.sweep import (
-    export_sweep_dir,
-    follow_rank_zero_sweep,
-    is_multirun,
-    missing_plugin,
-    stop_interrupted_sweep,
-)
+from cnnlab.runs.rundir import claim_run_dir, is_global_rank_zero, release_run_dir
 from cnnlab.training.allocator import keep_freed_memory
 from cnnlab.training.build import build_checked_model, build_datamodule, build_lit
 from cnnlab.training.trainer import fit_and_test, log_lightning_to_the_run_log, make_trainer
@@ -65,12 +61,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         )
         return plan.previous_results
     cfg, run_dir = plan.cfg, Path(plan.cfg.paths.output_dir)
+    claim_run_dir(run_dir)  # one run per directory; refused where another process runs in it
     run_dir.mkdir(parents=True, exist_ok=True)
 
     # Build: every config error surfaces here, before anything trains.
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_checked_model(cfg)
-    plan.check_checkpoint_fits(model)
+    plan.check_can_continue(model)
     datamodule = build_datamodule(cfg)
     params = sum(p.numel() for p in model.parameters())
     lit = build_lit(cfg, model)
@@ -97,29 +94,35 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results["resumed_from"] = resumed_from
     if trainer.is_global_zero:
         print_summary(results, write_results(run_dir, results))
+    release_run_dir()
     return results
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     log_lightning_to_the_run_log()
-    export_sweep_dir()
+    sweep.export_sweep_dir()
     try:
         results = run(cfg)
     except Exception as err:
         run_dir = _run_dir(cfg)
-        recorded = run_dir is not None and record_failure(run_dir, err, run_overrides())
+        # Rank 0 keeps the record; the other ranks of a torchrun/SLURM launch would overwrite it.
+        recorded = (
+            is_global_rank_zero()
+            and run_dir is not None
+            and record_failure(run_dir, err, run_overrides())
+        )
         report = log.error if recorded else print  # print: not into another run's train.log
         message = str(err) if isinstance(err, USER_ERRORS) else f"{type(err).__name__}: {err}"
-        if is_multirun():  # one bad job must not end a sweep; the sweep summary reports it
+        if sweep.is_multirun():  # one bad job must not end a sweep; the sweep summary reports it
             report(f"job failed: {message}\n(details: {run_dir or 'the job directory'})")
             return None
         if isinstance(err, USER_ERRORS):
             report(f"error: {message}")
             raise SystemExit(1) from None
         raise
-    if results.get("status") == "interrupted" and is_multirun():
-        stop_interrupted_sweep()
+    if results.get("status") == "interrupted" and sweep.is_multirun():
+        sweep.stop_interrupted_sweep()
     return results.get("val_acc")  # what Hydra sweepers (Optuna) optimise
 
 
@@ -132,11 +135,12 @@ def _run_dir(cfg: DictConfig) -> Path | None:
 
 def cli() -> None:
     """The ``cnnlab-train`` console script."""
-    hint = missing_plugin(sys.argv[1:])
+    refuse_pickled_rerun(sys.argv[1:])  # Hydra's --experimental-rerun unpickles a run's file
+    hint = sweep.missing_plugin(sys.argv[1:])
     if hint:
         print(f"error: {hint}", file=sys.stderr)
         raise SystemExit(2)
-    sys.argv[1:] = follow_rank_zero_sweep(sys.argv[1:])
+    sys.argv[1:] = sweep.follow_rank_zero_sweep(sys.argv[1:])
     keep_freed_memory()  # before training allocates anything: see cnnlab.training.allocator
     main()
 

@@ -4,6 +4,10 @@
     cnnlab-visualize run_dir=... classes=[Pullover,Coat] per_class=4 layers=[features.0,features.3]
     cnnlab-visualize checkpoint=path/to/last.ckpt model=lenet      # a checkpoint without its run
 
+The model and data config are rebuilt from conf/ and the run's recorded overrides (results.json,
+or the checkpoint's ``cnnlab`` entry; cnnlab.runs.rebuild), as cnnlab-eval does: nothing stored in
+the run directory chooses what gets instantiated.
+
 For N test images of each chosen class it writes into its run directory (outputs/visualize/...):
 
 - ``activations_<layer>.png``: one row per image, the input then the layer's channel maps
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +29,7 @@ from typing import Any
 import hydra
 import matplotlib
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from cnnlab.analysis.attribution import (
@@ -36,10 +40,8 @@ from cnnlab.analysis.attribution import (
     module_by_name,
 )
 from cnnlab.devices import pick_device
-from cnnlab.errors import USER_ERRORS, ConfigError
+from cnnlab.errors import ConfigError, exit_on_user_error
 from cnnlab.resolvers import config_dir
-from cnnlab.runs.results import RESULTS_FILE, read_results
-from cnnlab.runs.rundir import find_checkpoint
 
 matplotlib.use("Agg")  # files only: no display needed, safe on headless machines
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
@@ -58,62 +60,43 @@ LABEL_BOX = {"facecolor": "black", "alpha": 0.6, "pad": 1, "linewidth": 0}
 # --- where the model comes from --------------------------------------------------------------
 @dataclass
 class Source:
-    model_cfg: Any  # resolved model config (dict or DictConfig) with _target_
-    dataset_cfg: Any
-    checkpoint: Path
+    run_cfg: DictConfig  # the run's config, rebuilt from conf/ (model and dataset are used)
+    checkpoint_path: Path
+    checkpoint: dict[str, Any]
     run_dir: Path | None
+    # Where the rebuilt config differs from the one the run recorded (cnnlab.runs.rebuild).
+    drift: list[str]
 
 
 def resolve_source(cfg: DictConfig) -> Source:
-    """The model/dataset config and checkpoint from ``run_dir`` or ``checkpoint``; a checkpoint
-    outside a run directory uses this command's own ``model`` and ``dataset`` config."""
-    if cfg.run_dir:
-        run_dir = Path(cfg.run_dir)
-        results = run_dir / RESULTS_FILE
-        if not results.is_file():
-            raise ConfigError(
-                f"{run_dir} has no {RESULTS_FILE}: give the directory of a finished training "
-                "run (cnnlab-train prints it), or checkpoint=<file.ckpt> with model=<name>."
-            )
-        checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else find_checkpoint(run_dir)
-    elif cfg.checkpoint:
-        checkpoint = Path(cfg.checkpoint)
-        guess = checkpoint.parent.parent  # <run_dir>/checkpoints/<file>.ckpt
-        run_dir = guess if (guess / RESULTS_FILE).is_file() else None
-    else:
+    """The model/dataset config and checkpoint of ``run_dir=`` or ``checkpoint=``.
+
+    The config is rebuilt from conf/ and the run's recorded overrides (results.json, or the
+    checkpoint's ``cnnlab`` entry), exactly as cnnlab-eval does: nothing stored in a run
+    directory chooses what gets instantiated. A checkpoint that records no run uses this
+    command's own ``model`` and ``dataset`` config."""
+    from cnnlab.runs.rebuild import config_drift, rebuild_config, run_source
+
+    if not cfg.run_dir and not cfg.checkpoint:
         raise ConfigError(
             "say which model to visualise: run_dir=<training run directory> or "
             "checkpoint=<file.ckpt> (with model=<name> if it has no results.json beside it)."
         )
-    if not checkpoint.is_file():
-        raise ConfigError(f"checkpoint {checkpoint} does not exist")
-    if run_dir is not None:
-        config = (read_results(run_dir) or {}).get("config")
-        if not config:
-            raise ConfigError(f"{run_dir / RESULTS_FILE} has no config: the run did not finish")
-        return Source(config["model"], config["dataset"], checkpoint, run_dir)
-    return Source(cfg.model, cfg.dataset, checkpoint, None)
+    source = run_source(cfg.run_dir, cfg.checkpoint, ckpt_key="checkpoint", bare=True)
+    if source.overrides is None:
+        return Source(cfg, source.checkpoint_path, source.checkpoint, None, [])
+    run_cfg = rebuild_config(source.overrides, source=source.overrides_from)
+    drift = config_drift(run_cfg, source.recorded_config)
+    return Source(run_cfg, source.checkpoint_path, source.checkpoint, source.run_dir, drift)
 
 
-def load_model(model_cfg: Any, checkpoint: Path) -> nn.Module:
-    """Build the model and load the LitClassifier checkpoint's ``model.*`` weights."""
-    model = instantiate(model_cfg)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    weights = {}
-    for key, value in state.items():
-        if key.startswith("model."):  # LitClassifier.model; torch.compile adds _orig_mod.
-            weights[key.removeprefix("model.").replace("_orig_mod.", "")] = value
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        details = " ".join(str(err).split())  # PyTorch lists the keys over many lines
-        if len(details) > 300:
-            details = details[:300] + "..."
-        raise ConfigError(
-            f"checkpoint {checkpoint} does not fit the model {model_cfg['_target_']} "
-            f"({details}). Use the run_dir the checkpoint came from, or the model it was "
-            "trained as (model=...)."
-        ) from err
+def load_model(source: Source) -> nn.Module:
+    """The run's model (its config checked first) with the checkpoint's weights, in eval mode."""
+    from cnnlab.training.build import build_checked_model
+    from cnnlab.training.evaluate import load_weights
+
+    model = build_checked_model(source.run_cfg)
+    load_weights(model, source.checkpoint, source.checkpoint_path)
     return model.eval()
 
 
@@ -141,10 +124,15 @@ def class_ids(wanted: list[Any], classes: tuple[str, ...], dataset: str) -> list
     return ids
 
 
-def pick_images(dataset_cfg: Any, wanted: list[Any], per_class: int) -> Picked:
+def pick_images(run_cfg: DictConfig, wanted: list[Any], per_class: int) -> Picked:
     """The first ``per_class`` test images of each wanted class, in the order asked for,
     transformed exactly as the training run fed them (resize, normalisation)."""
-    datamodule = instantiate(dataset_cfg)
+    from cnnlab.training.build import build_datamodule
+    from cnnlab.training.evaluate import full_test_split
+
+    # The whole test split: the run's test subset is a prefix of it, so the images it had come
+    # first, and a class the subset holds few of still has enough.
+    datamodule = build_datamodule(full_test_split(run_cfg))
     datamodule.setup("test")
     images, labels = datamodule.splits["test"]
     picked: list[int] = []
@@ -153,7 +141,7 @@ def pick_images(dataset_cfg: Any, wanted: list[Any], per_class: int) -> Picked:
         if len(found) < per_class:
             raise ConfigError(
                 f"the test split has only {len(found)} images of class "
-                f"{datamodule.classes[cid]!r}; lower per_class or dataset.test_subset"
+                f"{datamodule.classes[cid]!r}; lower per_class"
             )
         picked += found
     index = torch.tensor(picked)
@@ -251,6 +239,32 @@ def attribution_figure(
 
 
 # --- the command -----------------------------------------------------------------------------
+def check_options(cfg: DictConfig) -> None:
+    """This command's own keys, before anything is read or built."""
+    from cnnlab.training.build import check_integer, check_switch
+
+    per_class = cfg.per_class
+    if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:
+        raise ConfigError(
+            f"per_class must be >= 1 (an integer: the test images shown per class), got "
+            f"{per_class!r}"
+        )
+    check_integer("max_channels", cfg.max_channels, 1, None, "the channel maps shown per layer")
+    if cfg.gradcam_target not in ("predicted", "label"):
+        raise ConfigError(f"gradcam_target is predicted or label, got {cfg.gradcam_target!r}")
+    check_switch("tensorboard", cfg.tensorboard)
+    # A single word stays a string, and a string is a list of its letters ('P', 'u', ...).
+    for key, can_be_null in (("classes", False), ("layers", True)):
+        value = cfg.get(key)
+        if value is None and can_be_null:
+            continue
+        if not isinstance(value, ListConfig) or len(value) == 0:
+            raise ConfigError(
+                f"{key} must be a non-empty list{' or null' if can_be_null else ''}, got "
+                f"{value!r}; e.g. {key}=[{'Pullover,Coat' if key == 'classes' else 'features.0'}]."
+            )
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
@@ -259,14 +273,11 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
     """Write the figures and visualization.json into ``cfg.paths.output_dir``."""
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.per_class < 1:
-        raise ConfigError(f"per_class must be >= 1, got {cfg.per_class}")
-    if cfg.gradcam_target not in ("predicted", "label"):
-        raise ConfigError(f"gradcam_target is predicted or label, got {cfg.gradcam_target!r}")
+    check_options(cfg)
     source = resolve_source(cfg)
     device = pick_device(cfg.device)
-    model = load_model(source.model_cfg, source.checkpoint).to(device)
-    picked = pick_images(source.dataset_cfg, list(cfg.classes), cfg.per_class)
+    model = load_model(source).to(device)
+    picked = pick_images(source.run_cfg, list(cfg.classes), cfg.per_class)
     inputs = picked.inputs.to(device)
 
     convs = conv_layer_names(model)
@@ -336,8 +347,11 @@ def visualize(cfg: DictConfig) -> dict[str, Any]:
     names = picked.class_names
     summary = {
         "command": "visualize",
-        "checkpoint": str(source.checkpoint),
+        "checkpoint": str(source.checkpoint_path),
         "run_dir": str(source.run_dir) if source.run_dir else None,
+        # Where conf/ + the run's overrides no longer give the config the run recorded: the
+        # figures are then of a model built differently from the one that was trained.
+        "config_drift": source.drift,
         "layers": layers,
         "gradcam_layer": cam_layer,
         "gradcam_target": cfg.gradcam_target,
@@ -371,21 +385,32 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"{', '.join(summary['layers'])}, Grad-CAM on {summary['gradcam_layer']}",
         highlight=False,
     )
+    if summary["config_drift"]:
+        shown = "; ".join(summary["config_drift"][:5])
+        console.print(
+            f"[bold]warning[/bold]: the config rebuilt from conf/ and the run's overrides differs "
+            f"from the one the run recorded ({shown}). conf/ has changed since the run, or the "
+            f"run recorded no overrides: these figures may be of another model.",
+            highlight=False,
+        )
     for path in summary["files"].values():
         console.print(f"wrote       {path}", highlight=False)
     if summary["tensorboard_dir"]:
         console.print(f"TensorBoard: tensorboard --logdir {summary['tensorboard_dir']}")
 
 
-@hydra.main(
-    version_base="1.3", config_path=str(config_dir()), config_name="visualize"
-)
-def main(cfg: DictConfig) -> None:
-    try:
-        _print_summary(visualize(cfg))
-    except USER_ERRORS as err:
-        print(f"error: {err}")
-        raise SystemExit(1) from None
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="visualize")
+@exit_on_user_error
+def _main(cfg: DictConfig) -> None:
+    _print_summary(visualize(cfg))
+
+
+def main() -> None:
+    """The ``cnnlab-visualize`` console script."""
+    from cnnlab.runs.rebuild import refuse_pickled_rerun
+
+    refuse_pickled_rerun(sys.argv[1:])
+    _main()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """``python -m cnnlab.data [--no-download] NAME...``: find (or download) datasets and say where.
 
-Exit status 1 when a dataset cannot be found, with the message naming the three ways to get it.
+Exit status 1 when a dataset cannot be found (the message names the three ways to get it) or one
+of its files is broken (the message names the file).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import argparse
 import sys
 
 from cnnlab.data.sources import DATASETS, load_split, locate
-from cnnlab.errors import DatasetNotFoundError
+from cnnlab.errors import DatasetNotFoundError, IDXFormatError
 from cnnlab.resolvers import project_root
 
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             folder = locate(name, args.root, download=not args.no_download)
             sizes = [load_split(name, args.root, split)[0].shape[0] for split in ("train", "test")]
-        except DatasetNotFoundError as err:
+        except (DatasetNotFoundError, IDXFormatError) as err:
             if not args.quiet:
                 print(f"error: {err}", file=sys.stderr)
             status = 1

@@ -41,6 +41,7 @@ class IDXDataModule(L.LightningDataModule):
         augment: Sequence[str] = (),
         seed: int = 0,
         channels_last: bool = False,
+        root_only: bool = False,
     ) -> None:
         super().__init__()
         self.spec = get_spec(name)
@@ -54,14 +55,22 @@ class IDXDataModule(L.LightningDataModule):
             raise ValueError(
                 f"dataset.num_classes={num_classes} but {name} has {len(self.spec.classes)} classes"
             )
-        if not 0 <= val_size < 60_000:
-            raise ValueError(f"dataset.val_size must be in 0..59999, got {val_size}")
+        if not isinstance(val_size, int) or not 0 <= val_size < 60_000:
+            raise ValueError(f"dataset.val_size must be in 0..59999, got {val_size!r}")
+        for key, subset in (("train_subset", train_subset), ("test_subset", test_subset)):
+            # None means all images; 0 must not mean it too (a 0 that was meant as "none").
+            if subset is not None and (not isinstance(subset, int) or subset < 1):
+                raise ValueError(
+                    f"dataset.{key} must be None or a positive integer, got {subset!r}"
+                )
         unknown = set(augment) - set(AUGMENTS)
         if unknown:
             raise ValueError(
                 f"unknown dataset.augment {sorted(unknown)}; choose from {list(AUGMENTS)}"
             )
-        self.name, self.root = name, root
+        # root_only: a root given explicitly is the only place the data is read from
+        # (cnnlab.training.build.build_datamodule sets it; cnnlab.data.sources.locate).
+        self.name, self.root, self.root_only = name, root, root_only
         self.in_channels, self.image_size = in_channels, image_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.train_subset, self.test_subset = val_size, train_subset, test_subset
@@ -77,12 +86,12 @@ class IDXDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         # Runs on one process per node: the only place a download may happen.
-        locate(self.name, self.root)
+        locate(self.name, self.root, root_only=self.root_only)
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        images, labels = load_split(self.name, self.root, "train")
+        images, labels = load_split(self.name, self.root, "train", self.root_only)
         # The validation hold-out is a fixed seeded permutation, independent of the training
         # order, so changing the training seed never changes which images are validated on.
         order = torch.randperm(images.shape[0], generator=epoch_generator(self.seed, -1))
@@ -96,7 +105,7 @@ class IDXDataModule(L.LightningDataModule):
         self.splits["train"] = (train_images, labels[train_idx])
         if self.val_size:
             self.splits["val"] = (images[val_idx], labels[val_idx])
-        test_images, test_labels = load_split(self.name, self.root, "test")
+        test_images, test_labels = load_split(self.name, self.root, "test", self.root_only)
         if self.test_subset:
             test_images, test_labels = (
                 test_images[: self.test_subset],

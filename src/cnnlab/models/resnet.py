@@ -25,6 +25,16 @@ convolutions keep their bias and its 1x1 shortcut has no BN. Knobs:
 - ``stem``: ``imagenet`` (above) or ``small`` (3x3 conv stride 1 + BN + ReLU, no pooling), the
   CIFAR-style stem that keeps a 28 or 32 px image from being cut to 7 or 8 px at once.
 - ``width``: channels of the first stage (64); stages double it.
+- ``residual``: ``false`` removes every shortcut, the identities and the 1x1 projections alike,
+  and leaves everything else as it is: the "plain" networks of He et al. (2016), Fig. 3 (middle)
+  and Fig. 4, the same stacked conv -> BN -> ReLU layers without ``+ X``. In the paper plain-34
+  trains to a higher training error than plain-18 although it could copy it and add identity
+  layers (the "degradation problem"), while ResNet-34 trains better than ResNet-18: depth alone
+  does not help, the shortcuts make it usable.
+
+ResNet exercise I, how the Inception block relates to the residual block, is ``MultiPath`` at the
+end of this file: GoogLeNet's Inception block with paths removed until one is left beside an
+identity path, and ``MultiPathNet``, a small net of such blocks for 28-32 px images.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnlab.models.googlenet import INCEPTION_CHANNELS
 from cnnlab.models.layers import init_weights
 
 
@@ -55,13 +66,16 @@ def _shortcut(in_channels: int, out_channels: int, stride: int, preact: bool) ->
 
 
 class _Block(nn.Module):
-    """What the two block types share: conv/BN pairs named ``conv{i}``/``bn{i}`` and a shortcut."""
+    """What the two block types share: conv/BN pairs named ``conv{i}``/``bn{i}`` and a shortcut
+    (``None`` in a plain block, ``residual=False``)."""
 
     expansion = 1
 
-    def __init__(self, preact: bool) -> None:
+    def __init__(self, preact: bool, residual: bool) -> None:
         super().__init__()
         self.preact = preact
+        self.residual = residual
+        self.shortcut: nn.Module | None = None
 
     def _add_conv(self, i: int, in_channels: int, out_channels: int, k: int, stride: int) -> None:
         # Registered in the order the data meets them, so printing a block reads its flow.
@@ -73,6 +87,12 @@ class _Block(nn.Module):
             self.add_module(f"conv{i}", conv)
             self.add_module(f"bn{i}", nn.BatchNorm2d(out_channels))
 
+    def _add_shortcut(self, in_channels: int, out_channels: int, stride: int) -> None:
+        # A plain block has no shortcut module at all, so its parameters are exactly the
+        # residual block's minus the projection's, and printing it shows no shortcut.
+        if self.residual:
+            self.shortcut = _shortcut(in_channels, out_channels, stride, self.preact)
+
     def _shortcut_path(self, x: torch.Tensor, activated: torch.Tensor) -> torch.Tensor:
         # A pre-activated projection shares the block's first BN-ReLU with the residual path;
         # the identity passes the raw input on, untouched by any nonlinearity.
@@ -82,42 +102,63 @@ class _Block(nn.Module):
 
 
 class Residual(_Block):
-    """The basic block of ResNet-18/34: two 3x3 convolutions (the first one strided)."""
+    """The basic block of ResNet-18/34: two 3x3 convolutions (the first one strided).
+
+    ``residual=False`` is the plain block of the paper's plain nets: the same two layers, no
+    ``+ X``.
+    """
 
     expansion = 1
 
     def __init__(
-        self, in_channels: int, channels: int, stride: int = 1, preact: bool = False
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        preact: bool = False,
+        residual: bool = True,
     ) -> None:
-        super().__init__(preact)
+        super().__init__(preact, residual)
         self._add_conv(1, in_channels, channels, 3, stride)
         self._add_conv(2, channels, channels, 3, 1)
-        self.shortcut = _shortcut(in_channels, channels, stride, preact)
+        self._add_shortcut(in_channels, channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.preact:
             a = F.relu(self.bn1(x))
             y = self.conv2(F.relu(self.bn2(self.conv1(a))))
-            return y + self._shortcut_path(x, a)
+            if self.residual:
+                y = y + self._shortcut_path(x, a)
+            return y
         y = F.relu(self.bn1(self.conv1(x)))
         y = self.bn2(self.conv2(y))
-        return F.relu(y + self._shortcut_path(x, x))
+        if self.residual:
+            y = y + self._shortcut_path(x, x)
+        return F.relu(y)
 
 
 class Bottleneck(_Block):
-    """The block of ResNet-50/101/152: 1x1 reduce -> 3x3 (strided) -> 1x1 expand to 4x."""
+    """The block of ResNet-50/101/152: 1x1 reduce -> 3x3 (strided) -> 1x1 expand to 4x.
+
+    ``residual=False``: the same three layers without ``+ X`` (a plain bottleneck).
+    """
 
     expansion = 4
 
     def __init__(
-        self, in_channels: int, channels: int, stride: int = 1, preact: bool = False
+        self,
+        in_channels: int,
+        channels: int,
+        stride: int = 1,
+        preact: bool = False,
+        residual: bool = True,
     ) -> None:
-        super().__init__(preact)
+        super().__init__(preact, residual)
         out_channels = channels * self.expansion
         self._add_conv(1, in_channels, channels, 1, 1)
         self._add_conv(2, channels, channels, 3, stride)
         self._add_conv(3, channels, out_channels, 1, 1)
-        self.shortcut = _shortcut(in_channels, out_channels, stride, preact)
+        self._add_shortcut(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.preact:
@@ -125,11 +166,15 @@ class Bottleneck(_Block):
             y = self.conv1(a)
             y = self.conv2(F.relu(self.bn2(y)))
             y = self.conv3(F.relu(self.bn3(y)))
-            return y + self._shortcut_path(x, a)
+            if self.residual:
+                y = y + self._shortcut_path(x, a)
+            return y
         y = F.relu(self.bn1(self.conv1(x)))
         y = F.relu(self.bn2(self.conv2(y)))
         y = self.bn3(self.conv3(y))
-        return F.relu(y + self._shortcut_path(x, x))
+        if self.residual:
+            y = y + self._shortcut_path(x, x)
+        return F.relu(y)
 
 
 BLOCKS: dict[str, type[_Block]] = {"basic": Residual, "bottleneck": Bottleneck}
@@ -150,7 +195,7 @@ class ResNet(nn.Module):
     """A ResNet from a block type and the number of blocks per stage (a row of Table 1).
 
     ``block`` is ``"basic"`` / ``Residual`` or ``"bottleneck"`` / ``Bottleneck``; the defaults
-    are ResNet-18, the lecture's net.
+    are ResNet-18, the lecture's net. ``residual=False`` gives the plain net of the same depth.
     """
 
     def __init__(
@@ -163,6 +208,7 @@ class ResNet(nn.Module):
         stem: str = "imagenet",
         width: int = 64,
         init: str = "xavier",
+        residual: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(block, str):
@@ -203,7 +249,9 @@ class ResNet(nn.Module):
             stride = 1 if i == 0 else 2
             blocks = []
             for j in range(int(num_blocks)):
-                blocks.append(block(channels, stage_width, stride if j == 0 else 1, preact))
+                blocks.append(
+                    block(channels, stage_width, stride if j == 0 else 1, preact, residual)
+                )
                 channels = stage_width * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -251,3 +299,161 @@ def resnet101(**kwargs) -> ResNet:
 def resnet152(**kwargs) -> ResNet:
     """ResNet-152: bottleneck blocks, (3, 8, 36, 3)."""
     return _from_table(152, **kwargs)
+
+
+# --- ResNet exercise I: from the Inception block to the residual block ------------------------
+# The Inception block's four paths, in GoogLeNet's order. Their widths follow block 3a of the
+# paper's table (googlenet.INCEPTION_CHANNELS): outputs 64 : 128 : 32 : 32, and 1x1 "reduce"
+# convs of 96/128 and 16/32 of the output in front of the 3x3 and the 5x5 conv.
+INCEPTION_PATHS: tuple[str, ...] = ("1x1", "3x3", "5x5", "pool")
+_C1, (_R3, _C3), (_R5, _C5), _C4 = INCEPTION_CHANNELS["3a"]
+_PATH_SHARE = {"1x1": _C1, "3x3": _C3, "5x5": _C5, "pool": _C4}
+_REDUCE = {"3x3": (_R3, _C3), "5x5": (_R5, _C5)}
+
+
+def path_widths(channels: int, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """``{path: (reduce width, output width)}`` of the kept ``paths`` in a ``channels``-wide block.
+
+    The kept paths share the block's width in block 3a's proportions, so the output is always
+    ``channels`` wide and ``X`` can be added to it: with all four paths and 256 channels the
+    widths are 3a's own; a path left alone gets every channel. The reduce width is 0 for the two
+    paths without one (1x1, pool).
+    """
+    unknown = [p for p in paths if p not in INCEPTION_PATHS]
+    if unknown or not paths or len(set(paths)) != len(paths):
+        raise ValueError(
+            f"MultiPath: paths is a non-empty list of distinct paths of the Inception block "
+            f"({', '.join(INCEPTION_PATHS)}); got {list(paths)!r}"
+        )
+    kept = [p for p in INCEPTION_PATHS if p in paths]  # GoogLeNet's order, whatever was given
+    total = sum(_PATH_SHARE[p] for p in kept)
+    out = {p: channels * _PATH_SHARE[p] // total for p in kept}
+    out[kept[-1]] += channels - sum(out.values())  # the rounding remainder
+    widths = {}
+    for p in kept:
+        reduce, of = _REDUCE.get(p, (0, 1))
+        widths[p] = (max(1, out[p] * reduce // of) if reduce else 0, out[p])
+    if min(o for _, o in widths.values()) < 1:
+        raise ValueError(f"MultiPath: {channels} channels are too few to split among {kept}")
+    return widths
+
+
+def _conv_bn(
+    in_channels: int, out_channels: int, kernel_size: int, batch_norm: bool
+) -> list[nn.Module]:
+    # With BN the conv's bias is redundant (BN's shift replaces it); without, the conv keeps it,
+    # as in GoogLeNet.
+    conv = nn.Conv2d(
+        in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=not batch_norm
+    )
+    return [conv, nn.BatchNorm2d(out_channels)] if batch_norm else [conv]
+
+
+class MultiPath(nn.Module):
+    """From the Inception block to the residual block: parallel paths, with or without ``X``.
+
+        Inception block (GoogLeNet):   Y = ReLU(concat(f_1x1(X), f_3x3(X), f_5x5(X), f_pool(X)))
+        remove paths until one is left: Y = ReLU(f_3x3(X))            a plain block
+        add an identity path beside it: Y = ReLU(f_3x3(X) + X)        the residual block
+
+    The paths are the Inception block's: ``1x1`` (1x1 conv), ``3x3`` (1x1 reduce -> 3x3),
+    ``5x5`` (1x1 reduce -> 5x5) and ``pool`` (3x3 max-pool -> 1x1); ``paths`` says which are
+    kept, ``path_widths`` how wide they are. Each path ends with its last conv (and BN) and the
+    block applies one ReLU after merging: without the identity that is GoogLeNet's Inception
+    block exactly (ReLU is elementwise, so ReLU(concat) = concat of ReLUs, and every branch of
+    ``googlenet.Inception`` ends with a ReLU); with it, it is ResNet's rule, ReLU after the
+    addition. The identity path is ``X`` itself: no parameters, no FLOPs but one addition.
+
+    Two differences are all that separate the two blocks: the number of conv paths (four
+    against one) and how paths merge (concatenated side by side against added to ``X``). With
+    several paths and the identity the block is an Inception-ResNet block without its 1x1
+    projection (``googlenet.Inception(residual=True)`` has one). The one kept path is
+    Inception's 3x3 path, 1x1 -> 3x3; ResNet's basic block has 3x3 -> 3x3 on that path and its
+    bottleneck 1x1 -> 3x3 -> 1x1: the contents of the path differ, the structure is the same.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        paths: Sequence[str] = INCEPTION_PATHS,
+        identity: bool = False,
+        batch_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        bn = batch_norm
+        self.identity = identity
+        self.paths = nn.ModuleDict()
+        for name, (reduce, out) in path_widths(channels, paths).items():
+            if name == "1x1":
+                layers = _conv_bn(channels, out, 1, bn)
+            elif name == "pool":
+                layers = [nn.MaxPool2d(3, stride=1, padding=1), *_conv_bn(channels, out, 1, bn)]
+            else:  # a 1x1 reduce in front of the wide kernel, as in GoogLeNet
+                k = 3 if name == "3x3" else 5
+                layers = [*_conv_bn(channels, reduce, 1, bn), nn.ReLU(inplace=True)]
+                layers += _conv_bn(reduce, out, k, bn)
+            self.paths[name] = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([path(x) for path in self.paths.values()], dim=1)
+        if self.identity:
+            y = y + x
+        return F.relu(y)
+
+
+class MultiPathNet(nn.Module):
+    """A small net of ``MultiPath`` blocks for 28-32 px images: the ResNet I experiment.
+
+        stem:   3x3 conv, ``width`` -> (BN) -> ReLU -> 3x3/2 max-pool        28 px -> 14
+        stages: ``layers[i]`` blocks each, a 3x3/2 max-pool between stages (as between
+                GoogLeNet's Inception stages)                           14, 7, 4
+        head:   global average pooling -> FC classes
+
+    Every block is ``width`` channels wide in and out, so each can add its input and the
+    variants differ only inside their blocks: ``paths`` and ``identity`` are passed to every
+    block (see ``MultiPath``). ``batch_norm`` puts BN after every conv, as in ResNet and
+    BN-Inception, so that the paths and the identity decide how well a variant trains, not its
+    normalisation. With one path and the identity, the default three stages of three blocks
+    have 20 weight layers (stem, 2 per block, FC), as the CIFAR ResNet-20 of He et al. (2016).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        paths: Sequence[str] = INCEPTION_PATHS,
+        identity: bool = False,
+        layers: Sequence[int] = (3, 3, 3),
+        width: int = 64,
+        batch_norm: bool = True,
+        init: str = "xavier",
+    ) -> None:
+        super().__init__()
+        if not layers or any(int(n) < 1 for n in layers):
+            raise ValueError(
+                f"MultiPathNet: layers gives the number of blocks per stage, each >= 1; "
+                f"got {layers!r}"
+            )
+        paths = list(paths)
+        self.stem = nn.Sequential(
+            *_conv_bn(in_channels, width, 3, batch_norm),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, stride=2, padding=1),
+        )
+        stages: list[nn.Module] = []
+        for i, num_blocks in enumerate(layers):
+            blocks: list[nn.Module] = [nn.MaxPool2d(3, stride=2, padding=1)] if i else []
+            blocks += [
+                MultiPath(width, paths, identity, batch_norm) for _ in range(int(num_blocks))
+            ]
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(
+            OrderedDict(
+                pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(), fc=nn.Linear(width, num_classes)
+            )
+        )
+        init_weights(self, init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stages(self.stem(x)))

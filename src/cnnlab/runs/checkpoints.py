@@ -7,23 +7,33 @@ SIGTERM), both written by Lightning's own ModelCheckpoint. Every checkpoint of c
 ``cnnlab`` entry: the run's config (unresolved, so the run can be continued with exactly that
 config), the model it was made for, the command-line overrides. Checkpoints are read with
 ``weights_only=True``: tensors and plain containers only, never arbitrary pickled objects.
+
+Every checkpoint is written whole or not at all (AtomicCheckpointIO, the Trainer's CheckpointIO
+plugin): a kill or a full disk keeps the previous file. A checkpoint that cannot be written ends
+the run with a message naming the file and why, and a checkpoint directory that cannot be written
+at all is found before training starts (check_checkpoint_dir).
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.errors import ConfigError
-from cnnlab.runs.rundir import LAST, checkpoint_dir
+from cnnlab.runs.files import atomic_write, os_error_reason
+from cnnlab.runs.rundir import CHECKPOINT_DIR, LAST, checkpoint_dir, is_global_rank_zero
 from cnnlab.seeds import batch_seed
 
 META_KEY = "cnnlab"
@@ -97,6 +107,39 @@ def check_checkpoint_fits(
     )
 
 
+class MovableModelCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint, for run directories that are copied or moved: Lightning
+    forgets the best score when a checkpoint's directory differs from the callback's (its
+    warning "The dirpath has changed"), and the next, worse epoch became the new best-*.ckpt.
+    Here the stored paths are moved along with the directory, by file name."""
+
+    @property
+    def state_key(self) -> str:
+        # Lightning's own name in the key: checkpoints of either class resume into the other.
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        before = state_dict.get("dirpath")
+        if before and self.dirpath and before != self.dirpath:
+            state_dict = self.moved_state(state_dict, str(self.dirpath))
+        super().load_state_dict(state_dict)
+
+    @staticmethod
+    def moved_state(state: dict[str, Any], dirpath: str) -> dict[str, Any]:
+        """``state`` with every checkpoint path it names put into ``dirpath`` (same file name)."""
+
+        def moved(path: Any) -> Any:
+            return str(Path(dirpath) / Path(path).name) if isinstance(path, str) and path else path
+
+        state = dict(state, dirpath=dirpath)
+        for key in ("best_model_path", "kth_best_model_path", "last_model_path"):
+            if key in state:
+                state[key] = moved(state[key])
+        if isinstance(state.get("best_k_models"), dict):
+            state["best_k_models"] = {moved(k): v for k, v in state["best_k_models"].items()}
+        return state
+
+
 def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[ModelCheckpoint]:
     """The run's two checkpoint files, in this order: the best one, then last.ckpt.
 
@@ -106,13 +149,15 @@ def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[ModelCheckpoint
     (docs/performance.md, "Decisions of the redesign": what a hard link or a background writer
     would save.)"""
     folder = checkpoint_dir(run_dir)
-    best = ModelCheckpoint(
+    if is_global_rank_zero():  # the rank that writes them
+        check_checkpoint_dir(folder)
+    best = MovableModelCheckpoint(
         dirpath=folder,
         filename="best-{epoch}",
         monitor="val/acc" if cfg.dataset.val_size else None,
         mode="max",
     )
-    last = ModelCheckpoint(
+    last = MovableModelCheckpoint(
         dirpath=folder,
         filename=LAST.removesuffix(".ckpt"),
         monitor=None,
@@ -120,6 +165,75 @@ def checkpoint_callbacks(cfg: DictConfig, run_dir: Path) -> list[ModelCheckpoint
         enable_version_counter=False,
     )
     return [best, last]
+
+
+class CheckpointWriteError(ConfigError):
+    """A checkpoint that could not be written: the disk or its permissions, not the code."""
+
+
+def _write_failure(path: Path, err: OSError) -> str:
+    run_dir = path.parent.parent if path.parent.name == CHECKPOINT_DIR else path.parent
+    return (
+        f"could not write the checkpoint {path}: {os_error_reason(err)}. The run stopped; the "
+        f"checkpoint it wrote there before (if any) is kept as it was. Make room "
+        f"or make {path.parent} writable, then continue the run with cnnlab-train "
+        f"resume={run_dir} (or start it again if it has no checkpoint yet)."
+    )
+
+
+def check_checkpoint_dir(folder: Path) -> None:
+    """Before training: a CheckpointWriteError where ``folder`` cannot be written (read-only, not
+    a directory), which would otherwise surface only at the end of the first epoch, or, under
+    DDP, not at all (Lightning's own save swallows a PermissionError). Also removes the temporary
+    files of writes a kill interrupted; the run directory is this run's (claim_run_dir)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise CheckpointWriteError(
+            f"the checkpoint directory {folder} cannot be written: {os_error_reason(err)}. A run "
+            f"writes its checkpoints there (last.ckpt every epoch); nothing was trained. Make it "
+            f"a writable directory, or give the run another one with hydra.run.dir=<dir>."
+        ) from err
+    for leftover in folder.glob(".*.ckpt.*.tmp"):
+        leftover.unlink(missing_ok=True)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's CheckpointIO, with every checkpoint written whole (cnnlab.runs.rundir
+    .atomic_write: a temporary file beside it, fsynced, renamed over it).
+
+    Lightning's own save serialises into memory, writes that to a temporary file in $TMPDIR and
+    moves it; across filesystems the move is a copy that a kill or a full disk leaves partial
+    (a 0-byte last.ckpt that no resume= can read), and a PermissionError is swallowed. Here a
+    failed write keeps the previous file and raises CheckpointWriteError, which ends the run."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's way
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        try:
+            with atomic_write(path) as f:
+                torch.save(checkpoint, f)
+        except (OSError, RuntimeError) as err:
+            # torch.save reports a failed write of its file object as a RuntimeError raised
+            # while handling the OSError.
+            cause = _os_error(err)
+            if cause is None:
+                raise
+            raise CheckpointWriteError(_write_failure(path, cause)) from err
+
+
+def _os_error(err: BaseException | None) -> OSError | None:
+    """The OSError an error is, or was raised while handling, if any."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__ or err.__context__
+    return err
 
 
 class RunCheckpointing(L.Callback):
@@ -159,7 +273,9 @@ class RunCheckpointing(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         path = checkpoint_dir(self.run_dir) / LAST
-        if isinstance(exception, SIGTERMException):
+        if isinstance(exception, CheckpointWriteError):
+            _end_other_ranks(trainer)
+        elif isinstance(exception, SIGTERMException):
             # Lightning raises this between two batches: the state is consistent.
             trainer.save_checkpoint(path)
             self.interrupted_checkpoint = path
@@ -168,6 +284,24 @@ class RunCheckpointing(L.Callback):
             # is. Lightning exits right after this hook, so the hint is printed here.
             if path.is_file():
                 print(f"\nContinue from the last epoch: cnnlab-train resume={self.run_dir}")
+
+
+def _end_other_ranks(trainer: L.Trainer) -> None:
+    """Rank 0 could not write a checkpoint and ends the run. The other ranks wait for its save at
+    a barrier: left alone, each would wake up to a lost connection, print a traceback of its own
+    and record that as the run's error. The processes Lightning started for them are ended here,
+    as Lightning does on Ctrl-C (ranks started by torchrun or SLURM are not this process's)."""
+    procs = getattr(trainer.strategy.launcher, "procs", None)
+    if not trainer.is_global_zero or not procs:
+        return
+    # Lightning's observer thread watches this very list and, seeing a process that ended with
+    # an error, kills rank 0 as well, before it could record why the run stopped: empty it first.
+    others = list(procs)
+    procs.clear()
+    for proc in others:
+        proc.kill()
+    for proc in others:
+        proc.wait()
 
 
 def checkpoint_meta(cfg: DictConfig, overrides: list[str], choices: dict[str, Any]) -> dict:

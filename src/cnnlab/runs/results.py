@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 import traceback
 from datetime import datetime
@@ -21,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from cnnlab.errors import USER_ERRORS
+from cnnlab.errors import USER_ERRORS, RunDirError
+from cnnlab.runs.files import atomic_write
 
 if TYPE_CHECKING:
     import lightning as L
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     from cnnlab.training.lit import LitClassifier
 
@@ -54,25 +54,22 @@ def read_results(run_dir: Path) -> dict[str, Any] | None:
 
 
 def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` whole or not at all: a temporary file in the same
-    directory, flushed to disk, then renamed over ``path``. A killed process leaves the old file
-    (or none), never half of a new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(data, indent=2, default=str) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON to ``path`` whole or not at all (cnnlab.runs.files.atomic_write):
+    a killed process leaves the old file (or none), never half of a new one."""
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(data, indent=2, default=str) + "\n")
     return path
 
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
     return write_json_atomic(Path(run_dir) / RESULTS_FILE, results)
+
+
+def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
+    """The run's TensorBoard logger, wherever logger=[...] lists it, or None."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
 def training_results(
@@ -89,9 +86,8 @@ def training_results(
     training (FSDP shards the parameters during it)."""
     from cnnlab.analysis.confusion import per_class_accuracy
     from cnnlab.devices import device_description  # torch: not for the readers of results
-    from cnnlab.training.trainer import tensorboard_logger
-
     tensorboard = tensorboard_logger(trainer)
+    lit.flush_step_losses()  # a run that diverged mid-epoch: its last steps are the story
 
     last = {key: values[-1] for key, values in lit.history.items() if values}
     confusion = lit.test_confusion  # None where the run did not test
@@ -114,7 +110,8 @@ def training_results(
         val_s=round(lit.val_seconds, 2),
         device=device_description(trainer.strategy.root_device),
         world_size=trainer.world_size,
-        global_batch_size=cfg.dataset.batch_size * trainer.world_size,
+        global_batch_size=global_batch_size(cfg, trainer),
+        test_images=lit.test_images or None,
         # From the test pass: rows are the true class, columns the predicted one.
         per_class_acc=(
             per_class_accuracy(confusion, lit.class_names()) if confusion is not None else None
@@ -132,6 +129,16 @@ def training_results(
     return results
 
 
+def global_batch_size(cfg: DictConfig, trainer: L.Trainer) -> int:
+    """The images one optimizer step sees over all ranks: dataset.batch_size per rank, or less
+    where a rank's share of the training split is smaller than that."""
+    batch, ranks = cfg.dataset.batch_size, trainer.world_size
+    splits = getattr(trainer.datamodule, "splits", None) or {}
+    if "train" in splits:
+        batch = min(batch, len(splits["train"][1]) // ranks or 1)
+    return batch * ranks
+
+
 def record_failure(run_dir: Path, err: BaseException, overrides: list[str]) -> bool:
     """A failed run still leaves results.json (status failed) and traceback.txt behind.
 
@@ -139,6 +146,8 @@ def record_failure(run_dir: Path, err: BaseException, overrides: list[str]) -> b
     earlier run's outcome (finished or interrupted) is kept, and a user error against such a run's
     directory (a bad resume= command) writes nothing there at all: then this returns False, and
     the error belongs on the console only, not in that run's train.log."""
+    if isinstance(err, RunDirError):  # another run's directory, or unwritable: write nothing there
+        return False
     previous = read_results(run_dir)
     earlier_outcome = previous is not None and previous.get("status") != "failed"
     if earlier_outcome and isinstance(err, USER_ERRORS):
@@ -168,10 +177,11 @@ def print_summary(results: dict[str, Any], path: Path) -> None:
     """The lines a run ends with (console and train.log): outcome, test accuracy, speed, where
     results and logs are."""
     acc, epochs = results["test_acc"], results["epochs_completed"]
-    val_acc = results["val_acc"]
+    val_acc, test_images = results["val_acc"], results.get("test_images")
+    tested = f" on {test_images:,} test images" if test_images else ""
     lines = [
-        f"{results['status']}: test_acc={'n/a' if acc is None else f'{acc:.4f}'}, best val_acc="
-        f"{'n/a' if val_acc is None else f'{val_acc:.4f}'}, {epochs} epoch"
+        f"{results['status']}: test_acc={'n/a' if acc is None else f'{acc:.4f}'}{tested}, "
+        f"best val_acc={'n/a' if val_acc is None else f'{val_acc:.4f}'}, {epochs} epoch"
         f"{'' if epochs == 1 else 's'} in {results['wall_s']:.0f} s "
         f"({results['train_images_per_s']:.0f} train images/s on {results['device']})",
         f"results:     {path}",

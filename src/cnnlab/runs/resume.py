@@ -6,10 +6,13 @@
     cnnlab-train -m <same sweep> resume_sweep=true hydra.sweep.dir=<sweep dir>
 
 ``resume=`` and ``ckpt_path=`` take the config from the checkpoint (the config the run started
-with), apply the plain ``key=value`` overrides of the new command on top, and write into the run
-directory the checkpoint belongs to: the Hydra resolvers of cnnlab.runs.rundir point
-``hydra.run.dir`` there (and switch off Hydra's ``.hydra/`` snapshot, which would overwrite the
-original one).
+with, so that a conf/ edited since does not change a continued run), apply the plain
+``key=value`` overrides of the new command on top, and write into the run directory the
+checkpoint belongs to: the Hydra resolvers of cnnlab.runs.rundir point ``hydra.run.dir`` there
+(and switch off Hydra's ``.hydra/`` snapshot, which would overwrite the original one). A
+checkpoint may come from anywhere, so its config is checked before it is used
+(cnnlab.runs.rebuild.check_stored_config: only the targets and resolvers the project ships), and
+so are its recorded overrides and choices.
 
 ``resume_sweep=true`` is decided per job of a ``-m`` sweep: a job whose ``results.json`` says ok
 (or diverged: a deterministic rerun diverges again) is skipped, a job with a checkpoint continues
@@ -35,11 +38,14 @@ from cnnlab.runs.checkpoints import (
     load_checkpoint,
     model_label,
 )
+from cnnlab.runs.rebuild import check_overrides, check_stored_config, checked_meta
 from cnnlab.runs.results import FINISHED, read_results
 from cnnlab.runs.rundir import last_checkpoint
 from cnnlab.runs.sweep import is_multirun
 
 RESUME_KEYS = ("resume", "ckpt_path", "resume_sweep")
+# The sections every run's stored config has, whatever cnnlab version wrote it.
+STORED_SECTIONS = ("model", "dataset", "optimizer", "loss", "trainer", "paths")
 
 
 @dataclass
@@ -54,10 +60,12 @@ class RunPlan:
     checkpoint: dict[str, Any] | None = None
     previous_results: dict[str, Any] | None = None
 
-    def check_checkpoint_fits(self, model: torch.nn.Module) -> None:
-        """A ConfigError naming the checkpoint's model when its weights do not fit ``model``."""
+    def check_can_continue(self, model: torch.nn.Module) -> None:
+        """A ConfigError naming the checkpoint's model when its weights do not fit ``model``,
+        or saying that the run has finished every epoch asked for."""
         if self.checkpoint is not None and self.checkpoint_path is not None:
             check_checkpoint_fits(self.checkpoint, model, self.cfg, self.checkpoint_path)
+            _check_not_finished(self.cfg)
 
     def resumed_from(self) -> dict[str, Any] | None:
         if self.checkpoint_path is None or self.checkpoint is None:
@@ -98,7 +106,12 @@ def run_overrides(overrides: list[str] | None = None) -> list[str]:
 
 # --- planning ----------------------------------------------------------------------------------
 def plan_run(cfg: DictConfig) -> RunPlan:
-    """Decide how this invocation runs: fresh, continued from a checkpoint, or skipped."""
+    """Decide how this invocation runs: fresh, continued from a checkpoint, or skipped; and check
+    the config it runs with (check_plan)."""
+    return check_plan(_plan(cfg))
+
+
+def _plan(cfg: DictConfig) -> RunPlan:
     resume, ckpt_path = cfg.get("resume"), cfg.get("ckpt_path")
     if cfg.get("resume_sweep"):
         # Also for one run with a fixed hydra.run.dir: a command a requeued SLURM job can repeat.
@@ -119,11 +132,39 @@ def plan_run(cfg: DictConfig) -> RunPlan:
         )
     path = Path(ckpt_path) if ckpt_path else checkpoint_of_run(Path(resume))
     checkpoint = load_checkpoint(path)
-    meta = checkpoint.get(META_KEY)
+    meta = checked_meta(checkpoint, path)
     if not meta or "config" not in meta:  # not written by cnnlab: this command's config decides
         return RunPlan(cfg, fresh.overrides, fresh.choices, path, checkpoint)
     new_cfg, overrides = config_to_continue(cfg, meta, path)
     return RunPlan(new_cfg, overrides, dict(meta.get("choices") or {}), path, checkpoint)
+
+
+def _check_not_finished(cfg: DictConfig) -> None:
+    """A run that finished all the epochs asked for has nothing to continue: resuming it would
+    only test it again and overwrite its results.json with the new test's timings."""
+    run_dir = Path(cfg.paths.output_dir)
+    results = read_results(run_dir) or {}
+    epochs, asked = results.get("epochs_completed"), cfg.trainer.get("max_epochs")
+    if results.get("status") != "ok" or not isinstance(epochs, int) or not isinstance(asked, int):
+        return
+    if asked != -1 and epochs >= asked:
+        raise ConfigError(
+            f"resume={run_dir}: the run already finished (results.json: status ok, "
+            f"epochs_completed={epochs}, trainer.max_epochs={asked}), so there is nothing to "
+            f"continue and its results stay as they are. To train it "
+            f"longer, add trainer.max_epochs=<more than {epochs}>; to test it again, use "
+            f"cnnlab-eval run_dir={run_dir}."
+        )
+
+
+def check_plan(plan: RunPlan) -> RunPlan:
+    """The plan, once its config passed every check of cnnlab.training.build.check_config: a bad
+    value is one paragraph before anything (the seed included) is set up or built."""
+    from cnnlab.training.build import check_config
+
+    if plan.previous_results is None:  # a finished job that is skipped builds nothing
+        check_config(plan.cfg, plan.overrides)
+    return plan
 
 
 def checkpoint_of_run(run_dir: Path) -> Path:
@@ -155,10 +196,20 @@ def config_to_continue(
     """The config a checkpoint's run started with, plus this command's ``key=value`` overrides.
 
     Config-group overrides (model=..., optimizer=...) must agree with the run's choices: a run
-    continues with the architecture and recipe it started with."""
+    continues with the architecture and recipe it started with. ``meta`` comes from
+    checked_meta; the config is checked here again, since it is what gets instantiated."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    new_cfg = OmegaConf.create(meta["config"])
+    stored = check_stored_config(meta["config"], f"checkpoint {path} ({META_KEY} entry)")
+    missing = [key for key in STORED_SECTIONS if not isinstance(stored.get(key), dict)]
+    if missing:
+        raise ConfigError(
+            f"checkpoint {path}: its stored config has no {', '.join(missing)} "
+            f"section{'s' if len(missing) > 1 else ''}, so the run cannot be continued with it; "
+            f"the checkpoint was not written by cnnlab-train or was changed since. Start a new "
+            f"run (without resume=/ckpt_path=)."
+        )
+    new_cfg = OmegaConf.create(stored)
     parser = OverridesParser.create()
     groups = config_groups() | set(hydra_choices())
     old_choices = dict(meta.get("choices") or {})
@@ -215,20 +266,28 @@ def _plan_sweep_job(cfg: DictConfig) -> RunPlan:
     overrides, choices = run_overrides(), hydra_choices()
     results = read_results(run_dir)
     if results is not None and results.get("status") in FINISHED:
-        _check_same_job(run_dir, results.get("overrides"), overrides)
+        # The job's results stand for it in the sweep: a results.json that holds what no cnnlab
+        # run writes (a foreign _target_, a resolver that builds objects) is not trusted.
+        source = str(run_dir / "results.json")
+        if results.get("config") is not None:
+            check_stored_config(results["config"], source)
+        _check_same_job(run_dir, results.get("overrides"), overrides, source)
         return RunPlan(cfg, overrides, choices, previous_results=results)
     found = last_checkpoint(run_dir)
     if found is None:
         return RunPlan(cfg, overrides, choices)
     checkpoint = load_checkpoint(found)
-    meta = checkpoint.get(META_KEY) or {}
+    meta = checked_meta(checkpoint, found) or {}
     if "overrides" in meta:
-        _check_same_job(run_dir, meta["overrides"], overrides)
+        _check_same_job(run_dir, meta["overrides"], overrides, f"checkpoint {found}")
     return RunPlan(cfg, overrides, choices, found, checkpoint)
 
 
-def _check_same_job(run_dir: Path, before: list[str] | None, now: list[str]) -> None:
-    if before is None or sorted(run_overrides(before)) == sorted(now):
+def _check_same_job(run_dir: Path, before: Any, now: list[str], source: str) -> None:
+    if before is None:
+        return
+    before = check_overrides(before, source)  # a list of plain strings, or a ConfigError
+    if sorted(run_overrides(before)) == sorted(now):
         return
     raise ConfigError(
         f"resume_sweep: {run_dir} holds a job made with {' '.join(before) or '(no overrides)'}, "

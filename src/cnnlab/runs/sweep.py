@@ -21,9 +21,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cnnlab.runs.results import FINISHED, RESULTS_FILE, read_results
+from cnnlab.runs.rundir import RunDirError, claim_sweep_dir, exit_if_refused, release_sweep_dir
 
 SWEEP_DIR_ENV = "CNNLAB_SWEEP_DIR"  # rank 0's sweep dir, for the DDP processes it starts
 SWEPT_KEYS_ENV = "CNNLAB_SWEPT_KEYS"  # the keys a sweep varies, for its jobs' run labels
+SWEEP_FILE = "multirun.yaml"  # Hydra's record of a sweep's config, in its directory
 # Config choices that need a Hydra plugin from an optional extra: (override, plugin, extra).
 PLUGIN_EXTRAS = (
     ("hparams_search=", "hydra_plugins.hydra_optuna_sweeper", "optuna"),
@@ -195,10 +197,13 @@ def job_outcome(job_dir: Path) -> JobOutcome:
         note = f"diverged at {where}"
     elif status == "ok":
         acc = results.get("test_acc")
-        note = "" if acc is None else f"test_acc={acc:.4f}"
+        note = f"test_acc={acc:.4f}" if isinstance(acc, int | float) else ""
     else:
         note = str(results.get("error", ""))
-    return JobOutcome(job_dir.name, status, list(results.get("overrides") or []), note)
+    overrides = results.get("overrides")  # a results.json is data: it may hold anything
+    if not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+        overrides = []
+    return JobOutcome(job_dir.name, status, overrides, note)
 
 
 def summarise(sweep_dir: Path) -> tuple[list[JobOutcome], str]:
@@ -231,6 +236,33 @@ def summarise(sweep_dir: Path) -> tuple[list[JobOutcome], str]:
     return outcomes, "\n".join(lines)
 
 
+def _sweep_arguments(overrides: list[str]) -> list[str]:
+    """A sweep's command-line arguments, less those that say how it was started."""
+    return [o for o in overrides if not o.startswith(("resume_sweep=", "hydra.sweep.dir="))]
+
+
+def _check_same_sweep(config: DictConfig, sweep_dir: Path) -> None:
+    """resume_sweep=true continues a sweep only with its own arguments: with others, every job
+    would refuse its directory, and multirun.yaml (Hydra rewrites it next) would be lost."""
+    from omegaconf import OmegaConf
+
+    try:
+        before = list(OmegaConf.load(sweep_dir / SWEEP_FILE).hydra.overrides.task)
+    except Exception:  # noqa: BLE001 - no readable record: the jobs check their own dirs
+        return
+    now = list(config.hydra.overrides.task)
+    if _sweep_arguments(before) == _sweep_arguments(now):
+        return
+    print(
+        f"error: resume_sweep=true, but {sweep_dir} holds a sweep made with "
+        f"{' '.join(_sweep_arguments(before)) or '(no arguments)'}, and this command is "
+        f"{' '.join(_sweep_arguments(now)) or '(no arguments)'}. A sweep continues only with the "
+        f"same -m arguments (same values, same order); start a new sweep for others (without "
+        f"hydra.sweep.dir=)."
+    )
+    sys.exit(1)
+
+
 class SweepReport(Callback):
     """Summary of a ``-m`` sweep at its end; exit status 1 when a job failed."""
 
@@ -251,9 +283,16 @@ class SweepReport(Callback):
                 f"arguments as before."
             )
             sys.exit(1)
+        if config.get("resume_sweep"):
+            _check_same_sweep(config, sweep_dir)
+        try:  # one sweep per directory, taken before Hydra writes into it (cnnlab.runs.rundir)
+            claim_sweep_dir(sweep_dir, config)
+        except RunDirError as err:
+            exit_if_refused(err)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        release_sweep_dir(sweep_dir)
         # Rank 0 reports. An extra DDP process replays the sweep in step with rank 0 and ends
         # first: its summary would count rank 0's last job as missing, and its exit status 1
         # would make Lightning's process observer kill rank 0 while it writes that job's results.

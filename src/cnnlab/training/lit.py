@@ -28,6 +28,7 @@ OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 STAGES = ("train", "val", "test")
 CHECKPOINT_KEY = "cnnlab_lit"
+STEP_LOSS = "train/loss_step"  # history key: the training loss of every optimizer step
 
 
 def scalar_name(class_name: str) -> str:
@@ -37,10 +38,10 @@ def scalar_name(class_name: str) -> str:
 
 
 class DivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training (or validation) loss became NaN or infinite."""
 
-    def __init__(self, epoch: int, step: int, loss: float) -> None:
-        super().__init__(f"training loss became {loss} at epoch {epoch}, step {step}")
+    def __init__(self, epoch: int, step: int, loss: float, stage: str = "training") -> None:
+        super().__init__(f"{stage} loss became {loss} at epoch {epoch}, step {step}")
         self.epoch, self.step, self.loss = epoch, step, loss
 
 
@@ -58,6 +59,7 @@ class EpochTotals:
         self.reset()
 
     def reset(self) -> None:
+        self.counted = 0
         self.correct: torch.Tensor | None = None
         self.loss_sum: torch.Tensor | None = None
         self.count = 0
@@ -82,6 +84,7 @@ class EpochTotals:
         if strategy is not None:
             totals = strategy.reduce(totals.to(strategy.root_device), reduce_op="sum")
         correct, loss_sum, count = totals.tolist()
+        self.counted = int(count)  # over all ranks: how many samples the numbers are over
         if not count:
             return {"acc": math.nan, "loss": math.nan}
         return {"acc": correct / count, "loss": loss_sum / count}
@@ -178,7 +181,14 @@ class LitClassifier(L.LightningModule):
         self._train_seconds = 0.0
         self._val_seconds = 0.0
         self._val_start = 0.0
-        self._epoch_start = self._last_batch_end = 0.0
+        # None until the epoch's first batch: Lightning does not call on_train_epoch_start
+        # when it restarts a run inside an epoch (a SIGTERM checkpoint).
+        self._epoch_start: float | None = None
+        self._last_batch_end = self._batch_started = 0.0
+        self.test_images = 0  # images of the last test pass, all ranks
+        # Every training step's loss, kept on the device and read once per epoch (no host sync
+        # per step): history["train/loss_step"] draws early training and short runs.
+        self._step_losses: list[torch.Tensor] = []
         self._epoch_images = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -228,10 +238,14 @@ class LitClassifier(L.LightningModule):
             else:
                 age = process_age()
             self.startup_s = round(age, 2) if age is not None else None
+        self._batch_started = time.perf_counter()
 
     def on_train_batch_end(self, outputs: object, batch: tuple, batch_idx: int) -> None:
+        if self._epoch_start is None:  # the first batch of a run resumed inside an epoch
+            self._epoch_start = self._batch_started
         # Counted here, not in training_step: L-BFGS runs the step several times per batch.
         self.totals["train"].update(*self._last_train)
+        self._step_losses.append(self._last_train[2])
         self._epoch_images += batch[1].shape[0]
         if self.device.type == "cuda" and batch_idx + 1 == self.trainer.num_training_batches:
             # The GPU runs behind the Python loop: wait for the epoch's last step, or the epoch's
@@ -286,6 +300,8 @@ class LitClassifier(L.LightningModule):
     def _finish(self, stage: str) -> dict[str, float]:
         totals = self.totals[stage]
         summary = totals.compute(self.trainer.strategy if self._trainer is not None else None)
+        if stage == "test":
+            self.test_images = totals.counted
         totals.reset()
         values = {f"{stage}/loss": summary["loss"], f"{stage}/acc": summary["acc"]}
         # Equal on every rank already (summed over ranks above); sync_dist tells Lightning.
@@ -301,13 +317,15 @@ class LitClassifier(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._raise_if_diverged()
         # Up to the last training batch only: validation runs inside the epoch in Lightning 2.
-        seconds = self._last_batch_end - self._epoch_start
+        seconds = self._last_batch_end - (self._epoch_start or self._last_batch_end)
+        self._epoch_start = None
         self._train_seconds += seconds
         # All ranks see the same number of images; the global rate is that times world size.
         images = self._epoch_images * self.trainer.world_size
         self._train_images += images
         self.log("train/images_per_s", images / max(seconds, 1e-9), sync_dist=True)
         self._finish("train")
+        self.flush_step_losses()
 
     def on_validation_epoch_start(self) -> None:
         self._val_start = time.perf_counter()
@@ -317,6 +335,10 @@ class LitClassifier(L.LightningModule):
             return
         values = self._finish("val")  # float(compute()) waits for the device: the time is whole
         self._val_seconds += time.perf_counter() - self._val_start
+        if not math.isfinite(values["val/loss"]):
+            # Raised before the checkpoint callbacks run: a NaN model is never kept as "best".
+            loss = values["val/loss"]
+            raise DivergedError(self.current_epoch, self.global_step, loss, "validation")
         self.best_val_acc = max(self.best_val_acc, values["val/acc"])
         self.log("hp_metric", self.best_val_acc, sync_dist=True)
 
@@ -366,7 +388,15 @@ class LitClassifier(L.LightningModule):
 
     # What makes results.json whole after a resume (all epochs' history, best val accuracy,
     # throughput counters): Lightning's own checkpoint state does not hold it.
+    def flush_step_losses(self) -> None:
+        """Move the step losses kept on the device into ``history["train/loss_step"]``."""
+        if self._step_losses:
+            losses = torch.stack(self._step_losses).float().tolist()
+            self.history.setdefault(STEP_LOSS, []).extend(losses)
+            self._step_losses = []
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.flush_step_losses()  # a mid-epoch (SIGTERM) checkpoint keeps the steps done so far
         checkpoint[CHECKPOINT_KEY] = {
             "history": self.history,
             "best_val_acc": self.best_val_acc,

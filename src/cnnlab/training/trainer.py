@@ -11,12 +11,15 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from cnnlab.devices import gpu_available
 from cnnlab.errors import ConfigError
+from cnnlab.runs.checkpoints import AtomicCheckpointIO
+from cnnlab.runs.results import tensorboard_logger
+from cnnlab.training.build import flat_keys
 from cnnlab.training.callbacks import EpochLog, diagnostic_callbacks
 from cnnlab.training.fast_forward import check_cuda_graphs
 from cnnlab.training.lit import DivergedError, LitClassifier
@@ -55,6 +58,11 @@ def check_trainer(cfg: DictConfig) -> None:
     epochs = cfg.trainer.get("max_epochs")  # -1 means "no limit"
     if epochs is not None and (not isinstance(epochs, int) or isinstance(epochs, bool)):
         raise ConfigError(f"trainer.max_epochs must be an integer, got {epochs!r}")
+    if epochs == 0:
+        raise ConfigError(
+            "trainer.max_epochs=0 trains nothing: the run would test an untrained model and "
+            "record it as ok. Give 1 or more (or -1, no limit, with trainer.max_steps=N)."
+        )
     accelerator = str(cfg.trainer.get("accelerator", "auto"))
     if accelerator in ("gpu", "cuda") and not gpu_available(accelerator):
         # Lightning's own words here are "No supported gpu backend found!".
@@ -77,16 +85,9 @@ def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     """The config flattened to 'group.key' scalars for TensorBoard's hparams tab."""
     container = OmegaConf.to_container(cfg, resolve=True)
     flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), value)
-        else:
-            flat[prefix] = node if isinstance(node, int | float | str | bool) else str(node)
-
     for group in ("model", "dataset", "optimizer", "scheduler", "loss", "seed"):
-        walk(group, container.get(group))
+        for key, value in flat_keys(container.get(group), group).items():
+            flat[key] = value if isinstance(value, int | float | str | bool) else str(value)
     return {k: v for k, v in flat.items() if not k.endswith(("_target_", "_partial_", ".root"))}
 
 
@@ -109,6 +110,10 @@ def make_trainer(
         trainer_args.update(deterministic=True, benchmark=False)
     if trainer_args.get("profiler") is None:
         trainer_args["profiler"] = NoOpProfiler()
+    # Checkpoints written whole, and a failed write fails the run (cnnlab.runs.checkpoints).
+    plugins = trainer_args.get("plugins") or []  # ++trainer.plugins=... of the command line
+    plugins = plugins if isinstance(plugins, list) else [plugins]
+    trainer_args["plugins"] = [*plugins, AtomicCheckpointIO()]
     try:
         trainer = L.Trainer(
             **trainer_args, logger=loggers or False, callbacks=callbacks,
@@ -131,10 +136,6 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
     if "_target_" in cfg.logger:  # one logger, as checkpoints of earlier versions hold it
         return [instantiate(cfg.logger)]
     return [instantiate(node) for node in cfg.logger.values() if node]
-
-
-def tensorboard_logger(trainer: L.Trainer) -> TensorBoardLogger | None:
-    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
 
 def log_hparams(trainer: L.Trainer, params: dict[str, Any]) -> None:
