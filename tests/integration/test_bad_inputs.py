@@ -26,7 +26,7 @@ from cnnlab.data import DATASETS, write_idx
 from cnnlab.data import __main__ as data_main
 from cnnlab.data import sources as data_sources
 from cnnlab.resolvers import config_dir, project_root
-from cnnlab.training.build import check_config
+from cnnlab.training.checks import check_config
 from conftest import QUICK
 
 IDX_FILES = {  # stem: (images or labels, split)

@@ -241,7 +241,7 @@ def attribution_figure(
 # --- the command -----------------------------------------------------------------------------
 def check_options(cfg: DictConfig) -> None:
     """This command's own keys, before anything is read or built."""
-    from cnnlab.training.build import check_integer, check_switch
+    from cnnlab.training.checks import check_integer, check_switch
 
     per_class = cfg.per_class
     if not isinstance(per_class, int) or isinstance(per_class, bool) or per_class < 1:

@@ -158,9 +158,9 @@ def _check_not_finished(cfg: DictConfig) -> None:
 
 
 def check_plan(plan: RunPlan) -> RunPlan:
-    """The plan, once its config passed every check of cnnlab.training.build.check_config: a bad
+    """The plan, once its config passed every check of cnnlab.training.checks.check_config: a bad
     value is one paragraph before anything (the seed included) is set up or built."""
-    from cnnlab.training.build import check_config
+    from cnnlab.training.checks import check_config
 
     if plan.previous_results is None:  # a finished job that is skipped builds nothing
         check_config(plan.cfg, plan.overrides)

@@ -19,8 +19,8 @@ from cnnlab.devices import gpu_available
 from cnnlab.errors import ConfigError
 from cnnlab.runs.checkpoints import AtomicCheckpointIO
 from cnnlab.runs.results import tensorboard_logger
-from cnnlab.training.build import flat_keys
 from cnnlab.training.callbacks import EpochLog, diagnostic_callbacks
+from cnnlab.training.checks import flat_keys
 from cnnlab.training.fast_forward import check_cuda_graphs
 from cnnlab.training.lit import DivergedError, LitClassifier
 from cnnlab.training.profiler import NoOpProfiler
