@@ -4,13 +4,9 @@ examples."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
 
-from cli_runner import run_cli
+from cli_runner import call_entry_point, run_cli
 from cnnlab.cli import analyze
 
 COMMANDS = ("cnnlab-train", "cnnlab-eval", "cnnlab-analyze", "cnnlab-visualize", "cnnlab-report")
@@ -18,17 +14,7 @@ COMMANDS = ("cnnlab-train", "cnnlab-eval", "cnnlab-analyze", "cnnlab-visualize",
 
 def analyze_help(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """(exit status, output) of ``cnnlab-analyze *args`` in this process."""
-    argv = sys.argv
-    sys.argv = ["cnnlab-analyze", *args]
-    code = 0
-    try:
-        analyze.main()
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    finally:
-        sys.argv = argv
-        HydraConfig.instance().cfg = None
-        GlobalHydra.instance().clear()
+    code = call_entry_point(analyze.main, ["cnnlab-analyze", *args])
     captured = capsys.readouterr()
     return code, captured.out + captured.err
 
