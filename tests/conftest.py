@@ -44,6 +44,23 @@ QUICK = [
 ]
 
 
+def _mnist_found() -> bool:
+    from cnnlab.data.sources import locate
+    from cnnlab.errors import DatasetNotFoundError
+
+    try:
+        locate("mnist", None, download=False)
+    except DatasetNotFoundError:
+        return False
+    return True
+
+
+# MNIST has no system package: tests that read it skip, saying why, where the machine has none.
+requires_mnist = pytest.mark.skipif(
+    not _mnist_found(), reason="no MNIST on this machine: name its folder in CNNLAB_DATA_PATH"
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # The session decodes the datasets into a cache of its own (cnnlab.data.cache), never the
     # user's; the cnnlab-train and make subprocesses of the tests inherit it.

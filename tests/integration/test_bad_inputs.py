@@ -27,7 +27,7 @@ from cnnlab.data import __main__ as data_main
 from cnnlab.data import sources as data_sources
 from cnnlab.resolvers import config_dir, project_root
 from cnnlab.training.checks import check_config
-from conftest import QUICK
+from conftest import QUICK, requires_mnist
 
 IDX_FILES = {  # stem: (images or labels, split)
     "train-images-idx3-ubyte": ("images", "train"),
@@ -204,6 +204,7 @@ def test_a_given_root_with_three_of_four_files_names_the_missing_one(
     assert "missing: t10k-labels-idx1-ubyte(.gz)" in error
 
 
+@requires_mnist
 def test_a_given_empty_root_is_downloaded_into_never_replaced_by_another_copy(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -225,6 +226,7 @@ def test_a_given_empty_root_is_downloaded_into_never_replaced_by_another_copy(
     assert "no internet" in error and "DatasetNotFoundError" in results["error"]
 
 
+@requires_mnist
 def test_the_default_root_still_falls_back(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Left at its default (data/ in the checkout), dataset.root is one place of several."""
     spec = dataclasses.replace(DATASETS["mnist"], offline_dirs=())

@@ -11,6 +11,7 @@ import torch
 from cnnlab.data import DATASETS, DatasetNotFoundError, IDXDataModule, locate, write_idx
 from cnnlab.data import sources as data_sources
 from cnnlab.data.loader import IndexBatchLoader
+from conftest import requires_mnist
 
 
 @pytest.fixture(scope="module")
@@ -124,11 +125,8 @@ def test_augmentation_is_deterministic_and_changes_images() -> None:
     assert raw.dtype == torch.uint8
 
 
+@requires_mnist
 def test_mnist_from_the_data_path() -> None:
-    try:
-        locate("mnist", None, download=False)
-    except DatasetNotFoundError:
-        pytest.skip(f"no MNIST on this machine: name its folder in {data_sources.DATA_PATH_ENV}")
     dm = IDXDataModule("mnist", root=None, val_size=0)
     dm.setup()
     labels = dm.splits["train"][1]
