@@ -182,9 +182,14 @@ def locate(
         )
     offline = f" -> {spec.offline_dirs[0]}" if spec.offline_dirs else ""
     into_root = f"dataset.root={root}" if root else "a folder and set dataset.root=<that folder>"
+    download_note = (
+        f"the torchvision download failed ({download_error})"
+        if download
+        else "no download was tried (only looking)"
+    )
     raise DatasetNotFoundError(
         f"Dataset '{name}' not found. Looked in: {', '.join(str(d) for d in searched)}; "
-        f"the torchvision download failed ({download_error}). Get it one of three ways: "
+        f"{download_note}. Get it one of three ways: "
         f"(1) put the four IDX files (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
         f"t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz) into {into_root}; "
         f"(2) {spec.install_hint}{offline}; "
