@@ -213,6 +213,7 @@ def test_run_writes_analysis_json_and_markdown(tmp_path: Path) -> None:
     assert written["min_size"]["minimum"] == 12
     assert written["machine"]["peak_flops_source"] == "given"
     markdown = (tmp_path / "analysis.md").read_text()
+    assert markdown.splitlines()[2].startswith("- LeNet: ")  # min_size's answer comes first
     assert "top-level blocks" in markdown and "every leaf layer" in markdown
     assert "| classifier.1 | Linear |" in markdown
 

@@ -254,8 +254,8 @@ def analyze_one(cfg: DictConfig, device: torch.device) -> tuple[dict[str, Any], 
     items: list[Item] = [(blocks_table(profile), True)]
     items += [(line, True) for line in headline(profile)]
     items += [(leaves, cfg.leaves), (memory_table(memory, measured), True), (machine_line, True)]
-    if min_size is not None:
-        items.append((f"{profile.model}: {min_size.describe()}", True))
+    if min_size is not None:  # the answer min_size=true asks for, before the tables
+        items.insert(0, (f"{profile.model}: {min_size.describe()}", True))
 
     analysis = {
         "command": "analyze",
