@@ -61,6 +61,24 @@ requires_mnist = pytest.mark.skipif(
 )
 
 
+@pytest.fixture
+def no_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MNIST nowhere this run looks (no offline copy, no CNNLAB_DATA_PATH) and torchvision's
+    download failing as it does without internet."""
+    import dataclasses
+
+    from cnnlab.data import sources
+
+    spec = dataclasses.replace(sources.DATASETS["mnist"], offline_dirs=(tmp_path / "nowhere",))
+    monkeypatch.setitem(sources.DATASETS, "mnist", spec)
+    monkeypatch.delenv(sources.DATA_PATH_ENV, raising=False)
+
+    def no_internet(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: no internet")
+
+    monkeypatch.setattr("torchvision.datasets.MNIST", no_internet)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     # The session decodes the datasets into a cache of its own (cnnlab.data.cache), never the
     # user's; the cnnlab-train and make subprocesses of the tests inherit it.

@@ -5,7 +5,6 @@ project whose ``outputs/`` holds an earlier run."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import struct
 from collections.abc import Callable
@@ -15,8 +14,6 @@ import pytest
 import torch
 
 from cli_runner import run_cli
-from cnnlab.data import DATASETS
-from cnnlab.data import sources as data_sources
 from cnnlab.devices import gpu_available
 from cnnlab.runs.checkpoints import META_KEY
 from cnnlab.training import build
@@ -108,16 +105,8 @@ def test_value_of_wrong_type_or_range(cli, project: Path, override: str, fragmen
 
 
 def test_missing_dataset_names_the_three_ways_to_get_it(
-    cli, project: Path, monkeypatch: pytest.MonkeyPatch
+    cli, project: Path, no_mnist: None
 ) -> None:
-    spec = dataclasses.replace(DATASETS["mnist"], offline_dirs=(project / "no-offline-copy",))
-    monkeypatch.setitem(data_sources.DATASETS, "mnist", spec)
-    monkeypatch.delenv(data_sources.DATA_PATH_ENV, raising=False)
-
-    def no_internet(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: no internet")
-
-    monkeypatch.setattr("torchvision.datasets.MNIST", no_internet)
     code, output = cli("dataset=mnist", *QUICK)
     assert_one_paragraph(code, output, "Dataset 'mnist' not found", "(1)", "(2)", "(3)")
     assert "DatasetNotFoundError" in new_failed_run(project)["error"]

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
 
-from cnnlab.data import DATASETS, DatasetNotFoundError, IDXDataModule, locate, write_idx
-from cnnlab.data import sources as data_sources
+from cnnlab.data import DatasetNotFoundError, IDXDataModule, locate, write_idx
 from cnnlab.data.loader import IndexBatchLoader
 from conftest import requires_mnist
 
@@ -144,17 +142,7 @@ def test_root_is_searched_first(tmp_path: Path) -> None:
     assert int(dm.splits["test"][0].float().mean()) == 7
 
 
-def test_missing_dataset_names_the_three_ways(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spec = dataclasses.replace(DATASETS["mnist"], offline_dirs=(tmp_path / "nowhere",))
-    monkeypatch.setitem(data_sources.DATASETS, "mnist", spec)
-    monkeypatch.delenv(data_sources.DATA_PATH_ENV, raising=False)
-
-    def offline(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: no internet")
-
-    monkeypatch.setattr("torchvision.datasets.MNIST", offline)
+def test_missing_dataset_names_the_three_ways(tmp_path: Path, no_mnist: None) -> None:
     dm = IDXDataModule("mnist", root=tmp_path / "data")
     with pytest.raises(DatasetNotFoundError) as info:
         dm.prepare_data()
@@ -178,12 +166,7 @@ def test_bad_settings_are_clear(kwargs: dict, match: str) -> None:
         IDXDataModule(**kwargs)
 
 
-def test_missing_dataset_without_a_root_says_how_to_set_one(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spec = dataclasses.replace(DATASETS["mnist"], offline_dirs=(tmp_path / "nowhere",))
-    monkeypatch.setitem(data_sources.DATASETS, "mnist", spec)
-    monkeypatch.delenv(data_sources.DATA_PATH_ENV, raising=False)
+def test_missing_dataset_without_a_root_says_how_to_set_one(no_mnist: None) -> None:
     with pytest.raises(DatasetNotFoundError) as info:
         locate("mnist", None, download=False)
     message = str(info.value)
