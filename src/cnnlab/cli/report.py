@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnlab.runs.results import RESULTS_FILE, read_results
-from cnnlab.runs.sweep import SWEEP_FILE, short_keys, short_value
+from cnnlab.runs.rundir import SWEEP_FILE
+from cnnlab.runs.sweep import short_keys, short_value
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -40,7 +40,7 @@ from cnnlab.runs.checkpoints import (
 )
 from cnnlab.runs.rebuild import check_overrides, check_stored_config, checked_meta
 from cnnlab.runs.results import FINISHED, read_results
-from cnnlab.runs.rundir import last_checkpoint
+from cnnlab.runs.rundir import SWEEP_FILE, last_checkpoint
 from cnnlab.runs.sweep import is_multirun
 
 RESUME_KEYS = ("resume", "ckpt_path", "resume_sweep")
@@ -177,7 +177,7 @@ def checkpoint_of_run(run_dir: Path) -> Path:
     found = last_checkpoint(run_dir)
     if found is not None:
         return found
-    if (run_dir / "multirun.yaml").is_file():
+    if (run_dir / SWEEP_FILE).is_file():
         raise ConfigError(
             f"resume={run_dir} is a sweep directory. Continue a sweep by running the same -m "
             f"command with resume_sweep=true hydra.sweep.dir={run_dir}."

@@ -34,6 +34,7 @@ from cnnlab.runs.files import os_error_reason
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.ckpt"
+SWEEP_FILE = "multirun.yaml"  # Hydra's record of a sweep's config, in its directory
 LOCK_FILE = ".cnnlab.lock"
 
 log = logging.getLogger("cnnlab")
@@ -349,8 +350,8 @@ def release_run_dir() -> None:
 def _earlier_sweep(sweep_dir: Path) -> str | None:
     if not sweep_dir.is_dir():
         return None
-    if (sweep_dir / "multirun.yaml").is_file():
-        return "its multirun.yaml"
+    if (sweep_dir / SWEEP_FILE).is_file():
+        return f"its {SWEEP_FILE}"
     from cnnlab.runs.results import RESULTS_FILE
 
     jobs = [

@@ -21,11 +21,16 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cnnlab.runs.results import FINISHED, RESULTS_FILE, read_results
-from cnnlab.runs.rundir import RunDirError, claim_sweep_dir, exit_if_refused, release_sweep_dir
+from cnnlab.runs.rundir import (
+    SWEEP_FILE,
+    RunDirError,
+    claim_sweep_dir,
+    exit_if_refused,
+    release_sweep_dir,
+)
 
 SWEEP_DIR_ENV = "CNNLAB_SWEEP_DIR"  # rank 0's sweep dir, for the DDP processes it starts
 SWEPT_KEYS_ENV = "CNNLAB_SWEPT_KEYS"  # the keys a sweep varies, for its jobs' run labels
-SWEEP_FILE = "multirun.yaml"  # Hydra's record of a sweep's config, in its directory
 # Config choices that need a Hydra plugin from an optional extra: (override, plugin, extra).
 PLUGIN_EXTRAS = (
     ("hparams_search=", "hydra_plugins.hydra_optuna_sweeper", "optuna"),
