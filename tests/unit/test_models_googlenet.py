@@ -241,8 +241,25 @@ def test_last_feature_map_is_ceil_size_over_32(googlenet: GoogLeNet, size: int) 
         ({"dropout": -0.1}, "dropout"),
         ({"residual": True, "residual_scale": 0.0}, "residual_scale"),
         ({"init": "orthogonal"}, "init"),
+        ({"width_ratio": 0}, "width_ratio"),
+        ({"width_ratio": 2.5}, "width_ratio"),
     ],
 )
 def test_bad_knobs_raise(knobs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         GoogLeNet(**knobs)
+
+
+@pytest.mark.parametrize(
+    "knobs", [{}, {"batch_norm": True, "factorized": True}, {"residual": True}]
+)
+def test_width_ratio_divides_every_conv_width(knobs: dict) -> None:
+    """width_ratio=4 (the laptop scale's narrow GoogLeNet): each conv has a quarter of the
+    lecture net's output channels, the table's shape is kept, and the net still classifies."""
+    wide, narrow = GoogLeNet(**knobs), GoogLeNet(width_ratio=4, **knobs)
+    widths = [(m.in_channels, m.out_channels) for m in wide.modules() if isinstance(m, nn.Conv2d)]
+    narrowed = [m.out_channels for m in narrow.modules() if isinstance(m, nn.Conv2d)]
+    assert narrowed == [max(1, out // 4) for _, out in widths]
+    assert narrow.fc[-1].in_features == 1024 // 4
+    assert n_params(narrow) < n_params(wide) / 10
+    assert narrow(torch.zeros(2, 1, 32, 32)).shape == (2, 10)

@@ -36,6 +36,9 @@ Knobs (all off by default, the lecture's net):
   and 4d, used in training only. See ``AuxClassifier`` and ``GoogLeNet.forward``.
 - ``dropout``: dropout before the final FC layer (the lecture has none; the paper uses 0.4).
 - ``init``: weight initialisation of conv and FC layers (the lecture's d2l code uses Xavier).
+- ``width_ratio``: divides the width of every conv (stem and table; at least 1 channel each), as
+  VGG's ``width_ratio`` narrows the course's VGG-11; 4 gives about 1/16 of the FLOPs. The laptop
+  scale of the GoogLeNet items uses it (docs/ANSWERS.md, "Laptop scale").
 
 Input size: the stem and the four max-pools each map a side n to ceil(n/2), so the last feature
 map is ceil(n/32) wide and never vanishes: any input of at least 1x1 runs (measured in
@@ -225,8 +228,14 @@ class GoogLeNet(nn.Module):
         aux_logits: bool = False,
         dropout: float = 0.0,
         init: str = "xavier",
+        width_ratio: int = 1,
     ) -> None:
         super().__init__()
+        if not (isinstance(width_ratio, int) and 1 <= width_ratio <= 16):
+            raise ValueError(
+                f"GoogLeNet: width_ratio divides the conv widths and must be an integer 1-16, "
+                f"got {width_ratio!r}"
+            )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"GoogLeNet: dropout must be in [0, 1), got {dropout!r}")
         if residual and not residual_scale > 0:
@@ -235,25 +244,33 @@ class GoogLeNet(nn.Module):
                 f"got {residual_scale!r}"
             )
         bn = batch_norm
+
+        def narrow(width: int) -> int:  # width_ratio divides every conv's width, as in VGG
+            return max(1, width // width_ratio)
+
+        stem, channels = narrow(64), narrow(STEM_CHANNELS)
         self.b1 = nn.Sequential(
-            conv_relu(in_channels, 64, 7, stride=2, padding=3, batch_norm=bn),
+            conv_relu(in_channels, stem, 7, stride=2, padding=3, batch_norm=bn),
             nn.MaxPool2d(3, stride=2, padding=1),
         )
         self.b2 = nn.Sequential(
-            conv_relu(64, 64, 1, batch_norm=bn),
-            conv_relu(64, STEM_CHANNELS, 3, padding=1, batch_norm=bn),
+            conv_relu(stem, stem, 1, batch_norm=bn),
+            conv_relu(stem, channels, 3, padding=1, batch_norm=bn),
             nn.MaxPool2d(3, stride=2, padding=1),
         )
 
-        channels = STEM_CHANNELS
         stages: dict[str, nn.Sequential] = {}
         aux_heads: dict[str, nn.Module] = {}
         for stage, names in STAGES.items():
             layers: OrderedDict[str, nn.Module] = OrderedDict()
             for name in names:
+                c1, (r3, c3), (r5, c5), c4 = INCEPTION_CHANNELS[name]
                 block = Inception(
                     channels,
-                    *INCEPTION_CHANNELS[name],
+                    narrow(c1),
+                    (narrow(r3), narrow(c3)),
+                    (narrow(r5), narrow(c5)),
+                    narrow(c4),
                     batch_norm=bn,
                     factorized=factorized,
                     residual=residual,
