@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from cnnlab.cli.report import (
+from cnnlab.cli.report import main
+from cnnlab.runs.report import (
     ReportError,
     build_report,
     curve_styles,
     curves_figure,
     find_runs,
     group_runs,
-    main,
     parse_overrides,
     short_keys,
 )

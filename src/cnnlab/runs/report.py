@@ -1,11 +1,8 @@
-"""``cnnlab-report`` (cnnlab.cli.report): one table and one figure for a set of runs.
+"""One table and one figure for a set of runs: what ``cnnlab-report`` writes (cnnlab.cli.report)
+and what the answer sheet shows per item (cnnlab.answers.sheet).
 
-    cnnlab-report outputs/exercises/lenet-pool/latest     # what `make lenet-pool` made
-    cnnlab-report outputs/multirun/<date>/<time>          # any sweep
-    cnnlab-report outputs/runs/<date>/<time>              # a single run
-
-Reads the ``results.json`` of every run below the directory (the contract of
-cnnlab.runs.results) and writes into it
+Reads the ``results.json`` of every run below a directory (the contract of
+cnnlab.runs.results) and builds
 
 * ``report.md``: one row per run, labelled by the overrides that differ between the runs in
   short form (``lr=0.1`` for ``optimizer.lr=0.1`` when no other differing key ends in ``lr``),
@@ -13,21 +10,18 @@ cnnlab.runs.results) and writes into it
   time, peak memory and status, sorted by test accuracy. Runs that differ only in ``seed`` share a
   row (mean ± standard deviation and the number of seeds; a value the seeds share, such as the
   epochs, is shown once). Failed, diverged and unfinished runs are listed with their status and
-  error; a quick run (``quick=true``, ``make <item> QUICK=1``) says so.
+  error; a quick run (``quick=true``, ``make <item> QUICK=1``) and a laptop-scale run
+  (``laptop=true``, ``SCALE=laptop``) say so.
 * ``curves.png``: validation accuracy per epoch and the training loss of every step (per epoch
   for runs that recorded no steps), one colour per row of the table (the seeds of a row: their
   mean, with a band from their minimum to their maximum), from the ``history`` in results.json
   (the same values TensorBoard shows).
-
-and prints the table.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
-import sys
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -323,8 +317,21 @@ def quick_note(runs: Sequence[Run]) -> str | None:
     if not settings:
         return None
     return (
-        "**Quick run** (`QUICK=1`, `quick=true`): " + "; ".join(settings) + ". It shows that the "
-        "experiment runs end to end; its accuracies are not the course results."
+        "**Quick run** (`QUICK=1`, `quick=true`): " + "; ".join(settings) + ". It answers "
+        "nothing: it shows that the experiment runs end to end, and its numbers are not the "
+        "course results (docs/ANSWERS.md has those)."
+    )
+
+
+def laptop_note(runs: Sequence[Run]) -> str | None:
+    """What a laptop-scale run (``SCALE=laptop``, ``laptop=true``) is: a proxy."""
+    if not any(bool(run.config.get("laptop")) for run in runs):
+        return None
+    return (
+        "**Laptop scale** (`SCALE=laptop`, `laptop=true`): the family's laptop protocol, a proxy "
+        "for the course recipe at a size a CPU trains in minutes (smaller images, narrower nets, "
+        'a subset; docs/ANSWERS.md, "Laptop scale"). Compare its variants with each other, '
+        "not with the course recipe's numbers."
     )
 
 
@@ -508,9 +515,9 @@ def build_report(root: Path, out_dir: Path | None = None) -> Report:
     common = common_overrides(runs)
     if common:
         parts.append("- Overrides of every run: `" + " ".join(common) + "`")
-    note = quick_note(runs)
-    if note:
-        parts += ["", note]
+    for note in (quick_note(runs), laptop_note(runs)):
+        if note:
+            parts += ["", note]
     parts += ["", table, ""]
     peak_kinds = {run.results.get("peak_memory_kind") for run in runs} - {None}
     if "process_peak_rss" in peak_kinds:
@@ -546,31 +553,3 @@ def build_report(root: Path, out_dir: Path | None = None) -> Report:
     markdown = "\n".join(parts)
     report_path.write_text(markdown)
     return Report(markdown, table, report_path, curves_path if has_curves else None, groups)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="cnnlab-report",
-        description="Summarise the runs below a run or sweep directory: report.md, curves.png.",
-    )
-    parser.add_argument("directory", type=Path, help="a run dir or a sweep (multirun) dir")
-    parser.add_argument("--out", type=Path, help="where to write (default: the directory)")
-    args = parser.parse_args(argv)
-    try:
-        report = build_report(args.directory, args.out)
-    except ReportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    note = quick_note([run for group in report.groups for run in group.runs])
-    if note:
-        print(note.replace("**", ""))
-    print(report.table)
-    print(f"\nreport:      {report.report_path}")
-    if report.curves_path:
-        print(f"curves:      {report.curves_path}")
-    print(f"TensorBoard: make tensorboard DIR={args.directory.resolve()}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
