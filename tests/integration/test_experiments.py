@@ -24,6 +24,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from cnnlab.answers.items import BIG, ITEMS
 from cnnlab.data.sources import SPLIT_SIZES
 from cnnlab.resolvers import project_root
 from conftest import CONF_DIR, compose_config
@@ -57,11 +58,11 @@ def make(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 @functools.cache
-def commands(target: str, quick: bool) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def commands(target: str, mode: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """(entry point, its arguments) of every command `make -n <target>` would run (the `data` and
     `install` prerequisites are left out: -o)."""
-    quick_args = ["QUICK=1"] if quick else []
-    result = make("-n", "-o", "data", "-o", "install", target, *quick_args)
+    mode_args = {"full": [], "quick": ["QUICK=1"], "laptop": ["SCALE=laptop"]}[mode]
+    result = make("-n", "-o", "data", "-o", "install", target, *mode_args)
     assert result.returncode == 0, result.stderr
     script = result.stdout.replace("\\\n", " ")
     found = []
@@ -92,14 +93,18 @@ def sweep_jobs(args: tuple[str, ...]) -> list[list[str]]:
     return batch
 
 
-def check_training_jobs(args: tuple[str, ...], quick: bool) -> int:
+def check_training_jobs(args: tuple[str, ...], mode: str) -> int:
     """Compose every job of the sweep, build its model and run a batch of its image size through
     it, and build its data module; returns the number of jobs. The model lives on the meta device
     (shapes only, no weights), so even ResNet-152 at 224 px takes no time."""
     jobs = sweep_jobs(args)
     for overrides in jobs:
         cfg = compose_config(overrides)
-        assert bool(cfg.get("quick")) is quick, overrides
+        assert bool(cfg.get("quick")) is (mode == "quick"), overrides
+        if mode != "laptop":
+            assert not cfg.laptop, overrides
+        elif cfg.laptop:  # a laptop protocol is smaller than the course recipe, never larger
+            assert cfg.dataset.image_size <= 96, overrides
         size, channels = cfg.dataset.image_size, cfg.dataset.in_channels
         with torch.device("meta"):
             model = instantiate(cfg.model).eval()
@@ -145,7 +150,7 @@ def test_every_experiment_file_is_used_by_a_target() -> None:
     used = {
         arg.split("=", 1)[1]
         for target in exercise_targets()
-        for _, args in commands(target, quick=False)
+        for _, args in commands(target, "full")
         for arg in args
         if arg.startswith("experiment=")
     }
@@ -153,15 +158,16 @@ def test_every_experiment_file_is_used_by_a_target() -> None:
     assert files <= used, f"experiment files no make target runs: {sorted(files - used)}"
 
 
-@pytest.mark.parametrize("quick", [False, True], ids=["full", "quick"])
+@pytest.mark.parametrize("mode", ["full", "quick", "laptop"])
 @pytest.mark.parametrize(
     "target",
     [pytest.param(t, marks=pytest.mark.optuna) if "optuna" in t else t for t in exercise_targets()],
 )
-def test_target_commands_compose(target: str, quick: bool) -> None:
-    """`make -n <target> [QUICK=1]` succeeds, and every job it would launch composes, builds its
-    model for its image size and its data module. QUICK=1 marks every training job quick."""
-    found = commands(target, quick)
+def test_target_commands_compose(target: str, mode: str) -> None:
+    """`make -n <target> [QUICK=1 | SCALE=laptop]` succeeds, and every job it would launch
+    composes, builds its model for its image size and its data module. QUICK=1 marks every
+    training job quick."""
+    found = commands(target, mode)
     assert found, f"make -n {target} runs no cnnlab command"
     for kind, args in found:
         if kind == "train":
@@ -170,7 +176,7 @@ def test_target_commands_compose(target: str, quick: bool) -> None:
                 cfg = compose_named("train", [a for a in args if not a.startswith("hydra.")])
                 assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
                 continue
-            assert check_training_jobs(args, quick) >= 1
+            assert check_training_jobs(args, mode) >= 1
         else:  # analyze / visualize: their own config file, the same groups
             cfg = compose_named(kind, [a for a in args if not a.startswith("hydra.")])
             for model in cfg.get("models") or []:
@@ -180,13 +186,27 @@ def test_target_commands_compose(target: str, quick: bool) -> None:
         assert "cnnlab-report" in script and "/latest" in script
 
 
+def test_laptop_scale_shrinks_the_big_nets_only() -> None:
+    """SCALE=laptop marks (laptop=true) jobs of every 96-224 px item and of no 28 px item."""
+    for item in ITEMS:
+        if not item.trains or "optuna" in item.target:
+            continue
+        marked = [
+            bool(compose_config(job).laptop)
+            for kind, args in commands(item.target, "laptop")
+            if kind == "train"
+            for job in sweep_jobs(args)
+        ]
+        assert marked and any(marked) == (item.family == BIG), item.target
+
+
 def test_quick_mode_shrinks_the_data() -> None:
-    (_, args), *_ = commands("lenet-pool", quick=True)
+    (_, args), *_ = commands("lenet-pool", "quick")
     jobs = sweep_jobs(args)
     assert [j for j in jobs if "model.pool=max" in j]  # the experiment's sweep survives QUICK
     cfg = compose_config(jobs[0])
     assert (cfg.quick, cfg.dataset.train_subset, cfg.trainer.max_epochs) == (True, 30000, 3)
-    (_, full_args), *_ = commands("lenet-pool", quick=False)
+    (_, full_args), *_ = commands("lenet-pool", "full")
     cfg = compose_config(sweep_jobs(full_args)[0])
     assert cfg.dataset.train_subset is None and cfg.trainer.max_epochs == 10
 

@@ -27,7 +27,8 @@ from cnnlab.errors import ConfigError
 # are meant for 224. A side of 100,000 px would ask for 40 GB per image and channel.
 MAX_IMAGE_SIZE = 2048
 MAX_SEED = 2**32 - 1  # the range numpy and Lightning accept
-TOP_LEVEL_SWITCHES = ("compile", "cuda_graphs", "deterministic", "test", "quick", "resume_sweep")
+TOP_LEVEL_SWITCHES = ("compile", "cuda_graphs", "deterministic", "test", "quick", "laptop",
+                      "resume_sweep")
 DATASET_SWITCHES = ("normalize", "channels_last")
 DIAGNOSTIC_SWITCHES = ("peak_memory", "grad_norms", "grad_histograms")
 
