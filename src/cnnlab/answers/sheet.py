@@ -1,0 +1,411 @@
+"""docs/ANSWERS.md: the answer to every exercise item, written from docs/results/ alone.
+
+Nothing here trains or measures: every number in the sheet is read from the compact results the
+items' runs left in ``docs/results/<item>/<scale>/`` (cnnlab.answers.run), every figure is drawn
+from their histories into ``docs/answers/``, and the prose around the numbers is chosen by
+comparing them (a difference is called resolved only when it is larger than the seeds' spread).
+Writing it twice from the same results gives the same file, byte for byte; a test checks that
+the committed sheet is what the committed results give.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnnlab.answers.items import ANALYZE, BIG, ITEMS, PROTOCOL_RECIPES, SECTIONS, Item, item
+from cnnlab.answers.run import FULL, ITEM_FILE, LAPTOP, RESULTS_DIR
+from cnnlab.runs.files import atomic_write
+from cnnlab.runs.report import (
+    Group,
+    Run,
+    curves_figure,
+    find_runs,
+    grad_norm_table,
+    group_runs,
+    markdown_table,
+    results_table,
+)
+
+SHEET = Path("docs") / "ANSWERS.md"
+FIGURES_DIR = Path("docs") / "answers"
+CHANCE = 0.1  # ten balanced classes
+# Test accuracy at most this far above chance: the net did not learn (the recipe's failures sit
+# at 0.094-0.10; the weakest net that learns anything is far above).
+NOT_TRAINED_MARGIN = 0.05
+# The model knobs a laptop protocol narrows a net with (Makefile LAPTOP_*).
+WIDTH_KEYS = ("width_multiplier", "fc_width", "width_ratio", "width")
+SCALE_NAMES = {FULL: "course recipe (full scale)", LAPTOP: "laptop scale (a proxy)"}
+
+
+@dataclass
+class ItemResults:
+    item: Item
+    scale: str
+    root: Path  # docs/results/<item>/<scale>
+    runs: list[Run]
+    groups: list[Group]
+    complete: bool
+
+    @property
+    def seeds(self) -> int:
+        return max((len(group.runs) for group in self.groups), default=0)
+
+
+def load(results_root: Path, item: Item) -> list[ItemResults]:
+    """The item's results at each scale it has any for (full first)."""
+    loaded = []
+    for scale in (FULL, LAPTOP):
+        root = results_root / item.target / scale
+        if not root.is_dir() or item.kind == ANALYZE:
+            continue
+        try:
+            runs = find_runs(root)
+        except Exception:  # noqa: BLE001 - a directory without runs is "not measured"
+            continue
+        info = _read_json(root / ITEM_FILE)
+        loaded.append(
+            ItemResults(item, scale, root, runs, group_runs(runs), bool(info.get("complete")))
+        )
+    return loaded
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# --- describing what ran ---------------------------------------------------------------------
+def _count(value: int) -> str:
+    return f"{value:,}"
+
+
+def setting(run: Run) -> str:
+    """The data, epochs, batch and image size a run trained with, from its config."""
+    config = run.config
+    dataset = config.get("dataset") or {}
+    trainer = config.get("trainer") or {}
+    total = dataset.get("train_subset") or (60_000 if dataset.get("name") else None)
+    val = dataset.get("val_size")
+    parts = []
+    if isinstance(total, int) and isinstance(val, int):
+        parts.append(f"{_count(total - val)} training images ({_count(val)} held out)")
+    test = dataset.get("test_subset")
+    parts.append(f"{_count(test) if isinstance(test, int) else '10,000'} test images")
+    if "max_epochs" in trainer:
+        parts.append(f"{trainer['max_epochs']} epochs")
+    if "batch_size" in dataset:
+        parts.append(f"batch {dataset['batch_size']}")
+    if "image_size" in dataset:
+        parts.append(f"{dataset['image_size']} px")
+    name = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}.get(dataset.get("name"), "")
+    return (name + ": " if name else "") + ", ".join(parts)
+
+
+def settings(runs: Sequence[Run]) -> list[str]:
+    seen: list[str] = []
+    for run in runs:
+        if run.config and (text := setting(run)) not in seen:
+            seen.append(text)
+    return seen
+
+
+def machines(runs: Sequence[Run]) -> str:
+    return "; ".join(
+        sorted({str(run.results["device"]) for run in runs if run.results.get("device")})
+    )
+
+
+# --- the answer ------------------------------------------------------------------------------
+def _acc(group: Group) -> tuple[float, float | None] | None:
+    values = group.values("test_acc")
+    if not values:
+        return None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _fmt(acc: tuple[float, float | None]) -> str:
+    mean, std = acc
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def trained(group: Group) -> bool:
+    acc = _acc(group)
+    return acc is not None and acc[0] > CHANCE + NOT_TRAINED_MARGIN
+
+
+def failure(group: Group) -> str:
+    """Why a group has no usable accuracy: diverged, failed, or at chance."""
+    statuses = {run.status for run in group.runs}
+    if statuses - {"ok"}:
+        return group.status_text()
+    loss = group.values("train_loss")
+    acc = _acc(group)
+    text = f"did not learn: test accuracy {_fmt(acc)}" if acc else "no test accuracy"
+    if loss:
+        text += f", final training loss {statistics.fmean(loss):.2f}"
+    return text + " (chance: 0.10, loss ln 10 = 2.30)"
+
+
+def compare(group: Group, other: Group) -> str:
+    """``group`` against ``other`` in test accuracy, and whether the seeds resolve it."""
+    a, b = _acc(group), _acc(other)
+    if a is None or b is None:
+        return ""
+    diff = a[0] - b[0]
+    if a[1] is None or b[1] is None:
+        verdict = "one seed, so the seeds' spread is unknown"
+    elif abs(diff) > a[1] + b[1]:
+        verdict = "larger than the seeds' spread"
+    else:
+        verdict = "within the seeds' spread: not resolved"
+    return f"{diff:+.4f} ({verdict})"
+
+
+def baseline_group(groups: Sequence[Group], item: Item) -> Group | None:
+    if item.baseline is None or len(groups) < 2:
+        return None
+    matches = [g for g in groups if item.baseline in g.label]
+    return matches[0] if len(matches) == 1 else None
+
+
+def answer(results: ItemResults) -> list[str]:
+    """Sentences that state the measured outcome, citing the table."""
+    groups = results.groups
+    failed = [g for g in groups if not trained(g)]
+    working = [g for g in groups if trained(g)]
+    lines = []
+    if len(groups) == 1:
+        group = groups[0]
+        acc = _acc(group)
+        if acc and trained(group):
+            seeds = f" over {len(group.runs)} seeds" if len(group.runs) > 1 else ""
+            lines.append(f"Test accuracy {_fmt(acc)}{seeds}.")
+        else:
+            lines.append(f"The net {failure(group)}.")
+        return lines
+    base = baseline_group(groups, results.item)
+    if working:
+        best = working[0]  # groups are sorted best test accuracy first
+        lines.append(f"Best test accuracy: `{best.label}`.")
+        reference = base if base is not None and trained(base) else best
+        name = "the recipe" if reference is base else "the best"
+        for group in working:
+            if group is reference:
+                continue
+            lines.append(
+                f"`{group.label}`: {_fmt(_acc(group))}, {compare(group, reference)} against "
+                f"{name} (`{reference.label}`, {_fmt(_acc(reference))})."
+            )
+    for group in failed:
+        lines.append(f"`{group.label}` {failure(group)}.")
+    return lines
+
+
+# --- writing ---------------------------------------------------------------------------------
+def figure(results: ItemResults, docs: Path) -> str | None:
+    """Draw the item's curves into docs/answers/; the path relative to the sheet, or None."""
+    fig = curves_figure(results.groups)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
+    name = f"{results.item.target}-{results.scale}.png"
+    path = docs / FIGURES_DIR.name / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # No software version in the file: the figure changes only when the results do.
+    fig.savefig(path, dpi=90, bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
+    plt.close(fig)
+    return f"{FIGURES_DIR.name}/{name}"
+
+
+def item_section(item: Item, measured: list[ItemResults], docs: Path, results_root: Path) -> str:
+    run = f"Run: `make {item.target}`"
+    if item.family == BIG and item.trains:
+        run += f" (course recipe, a GPU), `make {item.target} SCALE=laptop` (a CPU)"
+    parts = [f"### {item.title}", "", f"> {item.question}", "", run]
+    if item.kind == ANALYZE:
+        return "\n".join(parts + [""] + analysis_section(item, results_root))
+    if not measured:
+        scale = "SCALE=laptop on a CPU, the course recipe on a GPU" if item.family == BIG else ""
+        parts += ["", f"**Not measured yet** ({scale or 'the course recipe'}: "
+                  f"`make answers ITEMS={item.target}`)."]  # fmt: skip
+        return "\n".join(parts) + "\n"
+    for results in measured:
+        parts += ["", f"#### {SCALE_NAMES[results.scale]}", ""]
+        seeds = results.seeds
+        parts.append(
+            f"- Ran: {'; '.join(settings(results.runs))}"
+            + (f"; {seeds} seeds per variant" if seeds > 1 else "; one seed")
+        )
+        if machine := machines(results.runs):
+            minutes = training_minutes(results.runs)
+            parts.append(
+                f"- Machine: {machine}; {minutes:.1f} min for the {len(results.runs)} runs "
+                "(their summed wall time)"
+            )
+        if results.scale == LAPTOP:
+            parts.append('- Laptop scale: a proxy for the course recipe (see "Laptop scale").')
+        if not results.complete:
+            parts.append("- **Incomplete**: not every job finished; `make answers` continues it.")
+        if item.look_at:
+            parts.append(f"- Look at: {item.look_at}.")
+        parts += ["", results_table(results.groups), ""]
+        if norms := grad_norm_table(results.groups):
+            parts += ["Mean gradient norm per layer (input to output):", "", norms, ""]
+        if (path := figure(results, docs)) is not None:
+            parts += [f"![{item.target}: validation accuracy and training loss]({path})", ""]
+        parts += extra_files(results, results_root)
+        if any(run.quick for run in results.runs):
+            parts += ["**Quick run** (`QUICK=1`): it answers nothing; run `make answers`."]
+        else:
+            parts += ["**Answer.** " + " ".join(answer(results))]
+    return "\n".join(parts) + "\n"
+
+
+def extra_files(results: ItemResults, results_root: Path) -> list[str]:
+    """What an item's analysis tools wrote beside its runs: the Inception-to-residual table
+    (resnet-inception), the activation figures (lenet-activations)."""
+    lines = []
+    table = results.root / "inception_residual.md"
+    if table.is_file():
+        lines += markdown_sections(table)
+    for png in sorted(results.root.glob("visualize/*.png")):
+        link = png.relative_to(results_root.parent).as_posix()
+        lines += [f"![{png.stem}]({link})", ""]
+    return lines
+
+
+def markdown_sections(path: Path, skip_tables_under: str | None = None) -> list[str]:
+    """A tool's markdown without its title, headings moved below the item's, and without the
+    tables under headings that contain ``skip_tables_under``."""
+    lines, skipping = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("# "):
+            continue  # the tool's title
+        if line.startswith("#"):
+            skipping = skip_tables_under is not None and skip_tables_under in line
+            line = "####" + line.lstrip("#")
+        elif skipping and line.startswith("|"):
+            continue
+        lines.append(line)
+    return [*lines, ""]
+
+
+def analysis_section(item: Item, results_root: Path) -> list[str]:
+    """An analysis item's findings as its tool wrote them (analysis.md): its summaries and
+    tables, without the per-layer tables (one row per leaf layer; the linked file has them),
+    headings moved below the item's."""
+    path = results_root / item.target / FULL / "analysis.md"
+    if not path.is_file():
+        return [f"**Not measured yet** (`make answers ITEMS={item.target}`).", ""]
+    link = path.relative_to(results_root.parent).as_posix()
+    lines = markdown_sections(path, skip_tables_under="every leaf layer")
+    return [*lines, f"Every layer: [{link}]({link})", ""]
+
+
+def training_minutes(runs: Sequence[Run]) -> float:
+    """The runs' summed wall time (startup, training, validation, test), in minutes."""
+    return sum(run.get("wall_s") or 0.0 for run in runs) / 60
+
+
+def protocol_text(run: Run) -> str:
+    """A laptop run's protocol from its config: image size, width knobs, data, epochs, batch."""
+    model = run.config.get("model") or {}
+    widths = [f"{key} {model[key]}" for key in WIDTH_KEYS if key in model]
+    return setting(run) + (f"; {', '.join(widths)}" if widths else "")
+
+
+def laptop_section(results_root: Path) -> list[str]:
+    """The laptop protocols: one row per family from its recipe item's laptop run, with the
+    longest item of the family (the protocol's promise: every item within 15 minutes)."""
+    rows = []
+    for family, target in PROTOCOL_RECIPES.items():
+        recipe = [r for r in load(results_root, item(target)) if r.scale == LAPTOP]
+        if not recipe or not recipe[0].runs:
+            rows.append([family, f"`make {target} SCALE=laptop`: not measured yet", "", "", ""])
+            continue
+        run = recipe[0].runs[0]
+        acc = run.get("test_acc")
+        members = [i for i in ITEMS if i.laptop_protocol == family]
+        times = [
+            (training_minutes(r.runs), i.target)
+            for i in members
+            for r in load(results_root, i)
+            if r.scale == LAPTOP and r.complete
+        ]
+        longest = max(times, default=None)
+        rows.append([
+            family,
+            protocol_text(run),
+            f"{acc:.4f}" if acc is not None else "–",
+            f"{training_minutes(recipe[0].runs):.1f}",
+            f"{longest[0]:.1f} (`{longest[1]}`, {len(times)} of {len(members)} items run)"
+            if longest
+            else "–",
+        ])  # fmt: skip
+    header = ["family", "protocol", "recipe test acc", "recipe min", "longest item min"]
+    return [markdown_table(header, rows)]
+
+
+HEADER = """# Answers to the course exercises
+
+Written by `make answers-sheet` from the results in [results/](results/) (do not edit it: a
+test writes it again from them and fails where the two differ); `make answers` runs the items
+first. [EXERCISES.md](../EXERCISES.md) says how to run each item and what it writes.
+
+How to read it: every table row is one variant of the item, labelled by what it changes; with
+several seeds a cell shows the mean ± standard deviation over the seeds. A difference between
+two variants is called *larger than the seeds' spread* when it exceeds the sum of their
+standard deviations, and *not resolved* otherwise; with one seed the spread is unknown. A net
+"did not learn" when its test accuracy stays within 0.05 of chance (0.10).
+"""
+
+
+LAPTOP_TEXT = """## Laptop scale
+
+The 96-224 px items need a GPU at the course's settings. On a CPU (`make answers` without a GPU,
+or `make <item> SCALE=laptop`) they run at their family's laptop protocol (the Makefile's
+`LAPTOP_*`): smaller images, narrower nets, fewer images or epochs; the recipe's optimizer,
+learning rate and batch size stay. Every variant of an item runs under the same protocol, so
+the item's comparison holds within it, but its numbers are not the course recipe's: a proxy.
+A protocol was chosen so that its family's recipe reaches at least 0.80 test accuracy and each
+of its items takes at most 15 minutes on 2 CPU cores; the table shows what it measured (times
+are the summed wall time of an item's runs).
+"""
+
+
+def write_sheet(root: Path) -> Path:
+    """Write docs/ANSWERS.md (and its figures) below ``root`` from ``root/docs/results``."""
+    docs = root / "docs"
+    results_root = root / RESULTS_DIR
+    for old in (docs / FIGURES_DIR.name).glob("*.png"):
+        old.unlink()  # figures of items that have no results any more
+    sections, measured_items = [], 0
+    for section in SECTIONS:
+        sections.append(f"## {section}\n")
+        for entry in (i for i in ITEMS if i.section == section):
+            measured = load(results_root, entry)
+            analysed = entry.kind == ANALYZE and (results_root / entry.target / FULL).is_dir()
+            measured_items += bool(measured or analysed)
+            sections.append(item_section(entry, measured, docs, results_root))
+    contents = " · ".join(f"[{s}](#{s.lower().replace(' ', '-')})" for s in SECTIONS)
+    body = [
+        HEADER,
+        f"Items measured: {measured_items} of {len(ITEMS)}. Sections: {contents} · "
+        "[Laptop scale](#laptop-scale)\n",
+        *sections,
+        LAPTOP_TEXT,
+        *laptop_section(results_root),
+    ]
+    sheet = root / SHEET
+    with atomic_write(sheet, "w") as f:
+        f.write("\n".join(body).rstrip() + "\n")
+    return sheet
