@@ -302,5 +302,6 @@ alexnet-lrn: data  ## Extra: LRN none / inter-channel / intra-channel in AlexNet
 lenet-local: data  ## Extra: locally connected vs convolutional first layer
 	s=0; $(call sweep,experiment=lenet_local,28) $(report)
 
-lenet-optimizers: data  ## Extra: SGD, momentum, Adagrad, RMSProp, Adam, L-BFGS on LeNet-5
-	s=0; $(call sweep,experiment=lenet_optimizers,28) $(report)
+lenet-optimizers: data  ## Extra: SGD, momentum, Adagrad, RMSProp, Adam, L-BFGS on LeNet-5 (and SGD at the recipe's lr)
+	s=0; $(call sweep,experiment=lenet_optimizers,28) \
+	$(call sweep,experiment=lenet_optimizers optimizer=sgd optimizer.lr=0.9,28,sgd-lr0.9) $(report)

@@ -177,13 +177,28 @@ def test_cli_explains_an_empty_directory(tmp_path: Path, capsys) -> None:
         find_runs(tmp_path / "nope")
 
 
+def test_findings_say_whether_the_seeds_resolve_a_difference(tmp_path: Path) -> None:
+    root = sweep_dir(tmp_path)
+    accs = {"max": [0.85, 0.86, 0.87], "avg": [0.84, 0.86, 0.88], "none": [0.1, 0.1, 0.1]}
+    job = 0
+    for pool, values in accs.items():
+        for seed, acc in enumerate(values):
+            write_run(root / str(job), [f"model.pool={pool}", f"seed={seed}"], test_acc=acc)
+            job += 1
+    findings = build_report(root).markdown.split("## Findings", 1)[1]
+    assert "`pool=avg`: 0.8600 ± 0.0200, +0.0000 (within the seeds' spread: not resolved)" in (
+        findings
+    )
+    assert "`pool=none` did not learn: test accuracy 0.1000" in findings
+
+
 def test_long_floats_are_shortened_but_never_merged(tmp_path: Path) -> None:
     root = sweep_dir(tmp_path)
     write_run(root / "0", ["optimizer.lr=0.06260326907499733"], test_acc=0.8)
     write_run(root / "1", ["optimizer.lr=0.06260326907499734"], test_acc=0.7)
     rows = table_rows(build_report(root).markdown)
     assert [row[0] for row in rows] == ["lr=0.0626", "lr=0.0626"]
-    assert "seeds" not in build_report(root).markdown
+    assert "| seeds |" not in build_report(root).markdown  # two rows, not one of two seeds
 
 
 # --- reads at a glance (issue 20): short labels, no "± 0", one colour per row, whole legend ---

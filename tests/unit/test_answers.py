@@ -13,9 +13,9 @@ import pytest
 from cnnlab.answers.collect import collect, compact_results
 from cnnlab.answers.items import ANALYZE, BIG, ITEMS, SMALL, item
 from cnnlab.answers.run import FULL, LAPTOP, make_command, order, run_dir
-from cnnlab.answers.sheet import ItemResults, answer, compare
+from cnnlab.answers.sheet import ItemResults, answer
 from cnnlab.resolvers import project_root
-from cnnlab.runs.report import Run, group_runs
+from cnnlab.runs.report import Run, compare, group_runs
 
 ROOT = project_root()
 

@@ -11,7 +11,6 @@ the committed sheet is what the committed results give.
 from __future__ import annotations
 
 import json
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from cnnlab.runs.report import (
     Run,
     curves_figure,
     find_runs,
+    findings,
     grad_norm_table,
     group_runs,
     markdown_table,
@@ -33,10 +33,6 @@ from cnnlab.runs.report import (
 
 SHEET = Path("docs") / "ANSWERS.md"
 FIGURES_DIR = Path("docs") / "answers"
-CHANCE = 0.1  # ten balanced classes
-# Test accuracy at most this far above chance: the net did not learn (the recipe's failures sit
-# at 0.094-0.10; the weakest net that learns anything is far above).
-NOT_TRAINED_MARGIN = 0.05
 # The model knobs a laptop protocol narrows a net with (Makefile LAPTOP_*).
 WIDTH_KEYS = ("width_multiplier", "fc_width", "width_ratio", "width")
 SCALE_NAMES = {FULL: "course recipe (full scale)", LAPTOP: "laptop scale (a proxy)"}
@@ -124,92 +120,11 @@ def machines(runs: Sequence[Run]) -> str:
 
 
 # --- the answer ------------------------------------------------------------------------------
-def _acc(group: Group) -> tuple[float, float | None] | None:
-    values = group.values("test_acc")
-    if not values:
-        return None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
-def _fmt(acc: tuple[float, float | None]) -> str:
-    mean, std = acc
-    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
-
-
-def trained(group: Group) -> bool:
-    acc = _acc(group)
-    return acc is not None and acc[0] > CHANCE + NOT_TRAINED_MARGIN
-
-
-def failure(group: Group) -> str:
-    """Why a group has no usable accuracy: diverged, failed, or at chance."""
-    statuses = {run.status for run in group.runs}
-    if statuses - {"ok"}:
-        return group.status_text()
-    loss = group.values("train_loss")
-    acc = _acc(group)
-    text = f"did not learn: test accuracy {_fmt(acc)}" if acc else "no test accuracy"
-    if loss:
-        text += f", final training loss {statistics.fmean(loss):.2f}"
-    return text + " (chance: 0.10, loss ln 10 = 2.30)"
-
-
-def compare(group: Group, other: Group) -> str:
-    """``group`` against ``other`` in test accuracy, and whether the seeds resolve it."""
-    a, b = _acc(group), _acc(other)
-    if a is None or b is None:
-        return ""
-    diff = a[0] - b[0]
-    if a[1] is None or b[1] is None:
-        verdict = "one seed, so the seeds' spread is unknown"
-    elif abs(diff) > a[1] + b[1]:
-        verdict = "larger than the seeds' spread"
-    else:
-        verdict = "within the seeds' spread: not resolved"
-    return f"{diff:+.4f} ({verdict})"
-
-
-def baseline_group(groups: Sequence[Group], item: Item) -> Group | None:
-    if item.baseline is None or len(groups) < 2:
-        return None
-    matches = [g for g in groups if item.baseline in g.label]
-    return matches[0] if len(matches) == 1 else None
-
-
 def answer(results: ItemResults) -> list[str]:
-    """Sentences that state the measured outcome, citing the table."""
-    groups = results.groups
-    failed = [g for g in groups if not trained(g)]
-    working = [g for g in groups if trained(g)]
-    lines = []
-    if len(groups) == 1:
-        group = groups[0]
-        acc = _acc(group)
-        if acc and trained(group):
-            seeds = f" over {len(group.runs)} seeds" if len(group.runs) > 1 else ""
-            lines.append(f"Test accuracy {_fmt(acc)}{seeds}.")
-        else:
-            lines.append(f"The net {failure(group)}.")
-        return lines
-    base = baseline_group(groups, results.item)
-    if working:
-        best = working[0]  # groups are sorted best test accuracy first
-        lines.append(f"Best test accuracy: `{best.label}`.")
-        reference = base if base is not None and trained(base) else best
-        name = "the recipe" if reference is base else "the best"
-        for group in working:
-            if group is reference:
-                continue
-            lines.append(
-                f"`{group.label}`: {_fmt(_acc(group))}, {compare(group, reference)} against "
-                f"{name} (`{reference.label}`, {_fmt(_acc(reference))})."
-            )
-    for group in failed:
-        lines.append(f"`{group.label}` {failure(group)}.")
-    return lines
+    """Sentences that state the measured outcome, citing the table (cnnlab.runs.report)."""
+    return findings(results.groups, results.item.baseline)
 
 
-# --- writing ---------------------------------------------------------------------------------
 def figure(results: ItemResults, docs: Path) -> str | None:
     """Draw the item's curves into docs/answers/; the path relative to the sheet, or None."""
     fig = curves_figure(results.groups)

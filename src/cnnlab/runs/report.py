@@ -339,6 +339,100 @@ def _fmt_subset(value: Any, default: str) -> str:
     return f"{value:,}" if isinstance(value, int) else default
 
 
+# --- findings ---------------------------------------------------------------------------
+CHANCE = 0.1  # ten balanced classes
+# Test accuracy at most this far above chance: the net did not learn (the recipe's failures sit
+# at 0.094-0.10; the weakest net that learns anything is far above).
+NOT_TRAINED_MARGIN = 0.05
+
+
+def _acc(group: Group) -> tuple[float, float | None] | None:
+    values = group.values("test_acc")
+    if not values:
+        return None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _fmt(acc: tuple[float, float | None]) -> str:
+    mean, std = acc
+    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+
+
+def trained(group: Group) -> bool:
+    acc = _acc(group)
+    return acc is not None and acc[0] > CHANCE + NOT_TRAINED_MARGIN
+
+
+def failure(group: Group) -> str:
+    """Why a group has no usable accuracy: diverged, failed, or at chance."""
+    statuses = {run.status for run in group.runs}
+    if statuses - {"ok"}:
+        return group.status_text()
+    loss = group.values("train_loss")
+    acc = _acc(group)
+    text = f"did not learn: test accuracy {_fmt(acc)}" if acc else "no test accuracy"
+    if loss:
+        text += f", final training loss {statistics.fmean(loss):.2f}"
+    return text + " (chance: 0.10, loss ln 10 = 2.30)"
+
+
+def compare(group: Group, other: Group) -> str:
+    """``group`` against ``other`` in test accuracy, and whether the seeds resolve it."""
+    a, b = _acc(group), _acc(other)
+    if a is None or b is None:
+        return ""
+    diff = a[0] - b[0]
+    if a[1] is None or b[1] is None:
+        verdict = "one seed, so the seeds' spread is unknown"
+    elif abs(diff) > a[1] + b[1]:
+        verdict = "larger than the seeds' spread"
+    else:
+        verdict = "within the seeds' spread: not resolved"
+    return f"{diff:+.4f} ({verdict})"
+
+
+def baseline_group(groups: Sequence[Group], baseline: str | None) -> Group | None:
+    """The one group whose label contains ``baseline`` (None if none or several)."""
+    if baseline is None or len(groups) < 2:
+        return None
+    matches = [g for g in groups if baseline in g.label]
+    return matches[0] if len(matches) == 1 else None
+
+
+def findings(groups: Sequence[Group], baseline: str | None = None) -> list[str]:
+    """Sentences that state what the table measured: each variant's test accuracy against the
+    baseline's (the group whose label contains ``baseline``; else the best), with whether the
+    seeds resolve the difference, and the variants that did not learn."""
+    failed = [g for g in groups if not trained(g)]
+    working = [g for g in groups if trained(g)]
+    lines = []
+    if len(groups) == 1:
+        group = groups[0]
+        acc = _acc(group)
+        if acc and trained(group):
+            seeds = f" over {len(group.runs)} seeds" if len(group.runs) > 1 else ""
+            lines.append(f"Test accuracy {_fmt(acc)}{seeds}.")
+        else:
+            lines.append(f"The net {failure(group)}.")
+        return lines
+    base = baseline_group(groups, baseline)
+    if working:
+        best = working[0]  # groups are sorted best test accuracy first
+        lines.append(f"Best test accuracy: `{best.label}`.")
+        reference = base if base is not None and trained(base) else best
+        name = "the recipe" if reference is base else "the best"
+        for group in working:
+            if group is reference:
+                continue
+            lines.append(
+                f"`{group.label}`: {_fmt(_acc(group))}, {compare(group, reference)} against "
+                f"{name} (`{reference.label}`, {_fmt(_acc(reference))})."
+            )
+    for group in failed:
+        lines.append(f"`{group.label}` {failure(group)}.")
+    return lines
+
+
 # --- figure ----------------------------------------------------------------------------------
 CURVES = (("val/acc", "validation accuracy"), ("train/loss", "training loss"))
 # The training loss of every step (results.json history), drawn instead of the per-epoch one
@@ -527,6 +621,17 @@ def build_report(root: Path, out_dir: Path | None = None) -> Report:
             "Rows with several seeds show mean ± standard deviation over the seeds, or one value "
             "where the seeds agree at the precision shown."
         )
+    if len(groups) > 1:
+        parts += [
+            "",
+            "## Findings",
+            "",
+            "Test accuracy of each row against the best one. A difference counts as larger than "
+            "the seeds' spread when it exceeds the sum of the two rows' standard deviations "
+            '(`ARGS="seed=0,1,2"` gives each row three seeds).',
+            "",
+            *(f"- {line}" for line in findings(groups)),
+        ]
     norms = grad_norm_table(groups)
     if norms:
         parts += ["", "## Gradient norm per layer (mean over the logged steps)", "", norms]
