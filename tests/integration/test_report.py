@@ -144,7 +144,7 @@ def test_quick_runs_say_so_with_their_subset(tmp_path: Path) -> None:
     write_run(root / "0", ["model.pool=avg", "++quick=true"], config=config)
     markdown = build_report(root).markdown
     assert "**Quick run**" in markdown
-    assert "10,000 training images (validation 2,000 held out of them, test 2,000)" in markdown
+    assert "8,000 training images (2,000 held out for validation), 2,000 test images" in markdown
     assert "2 epochs, 28 px" in markdown
 
 

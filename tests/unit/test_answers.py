@@ -162,3 +162,10 @@ def test_answer_compares_with_the_recipe_and_names_failures() -> None:
 def test_one_variant_states_its_accuracy() -> None:
     lines = answer(item_results(group_of("x", [0.81, 0.83, 0.82]), "lenet"))
     assert lines == ["Test accuracy 0.8200 ± 0.0100 over 3 seeds."]
+
+
+def test_reports_know_the_training_split_size() -> None:
+    from cnnlab.data.sources import SPLIT_SIZES
+    from cnnlab.runs.report import SPLIT_TRAIN
+
+    assert SPLIT_TRAIN == SPLIT_SIZES["train"]

@@ -33,6 +33,9 @@ class Item:
     cost: int = 1
     look_at: str = ""  # what in the figure or table answers the question
     protocol: str = ""  # the laptop protocol of a big-net item outside its section's family
+    # Whether the question is about speed: the sheet shows images/s and wall time only then
+    # (and for the laptop scale's 15-minute promise), measured on an otherwise idle machine.
+    speed: bool = False
 
     @property
     def trains(self) -> bool:
@@ -85,6 +88,7 @@ ITEMS: tuple[Item, ...] = (
         "Adjust the number of output channels of the conv layers.",
         baseline="[6,16]",
         look_at="accuracy against parameters and images/s",
+        speed=True,
     ),
     Item(
         "lenet-activation",
@@ -170,6 +174,7 @@ ITEMS: tuple[Item, ...] = (
         family=BIG,
         seeds=1,
         cost=6,
+        speed=True,
     ),
     Item(
         "alexnet-epochs",
@@ -189,6 +194,7 @@ ITEMS: tuple[Item, ...] = (
         family=BIG,
         seeds=1,
         cost=8,
+        speed=True,
     ),
     Item(
         "alexnet-batch-size",
@@ -199,6 +205,7 @@ ITEMS: tuple[Item, ...] = (
         seeds=1,
         baseline="batch_size=128",
         cost=20,
+        speed=True,
     ),
     Item(
         "alexnet-analysis",
@@ -257,6 +264,7 @@ ITEMS: tuple[Item, ...] = (
         family=BIG,
         seeds=1,
         cost=10,
+        speed=True,
     ),
     Item(
         "vgg-depth",
@@ -286,6 +294,7 @@ ITEMS: tuple[Item, ...] = (
         family=BIG,
         seeds=1,
         cost=40,
+        speed=True,
     ),
     Item(
         "googlenet-min-size",
@@ -333,6 +342,7 @@ ITEMS: tuple[Item, ...] = (
         seeds=1,
         baseline="resnet18",
         cost=60,
+        speed=True,
     ),
     Item(
         "resnet-bottleneck",
@@ -342,6 +352,7 @@ ITEMS: tuple[Item, ...] = (
         family=BIG,
         seeds=1,
         cost=10,
+        speed=True,
     ),
     Item(
         "resnet-preact",
@@ -380,6 +391,7 @@ ITEMS: tuple[Item, ...] = (
         protocol="AlexNet",
         seeds=1,
         cost=18,
+        speed=True,
     ),
     Item(
         "lenet-local",
@@ -388,6 +400,7 @@ ITEMS: tuple[Item, ...] = (
         "A locally connected layer (no weight sharing) against a convolution.",
         baseline="first_layer=conv",
         cost=4,
+        speed=True,
     ),
     Item(
         "lenet-optimizers",
@@ -397,6 +410,7 @@ ITEMS: tuple[Item, ...] = (
         baseline="optimizer=sgd",
         cost=12,
         look_at="the training loss per step",
+        speed=True,
     ),
 )
 

@@ -21,6 +21,7 @@ from cnnlab.answers.run import FULL, ITEM_FILE, LAPTOP, RESULTS_DIR
 from cnnlab.runs.files import atomic_write
 from cnnlab.runs.report import (
     Group,
+    ReportError,
     Run,
     curves_figure,
     find_runs,
@@ -29,6 +30,8 @@ from cnnlab.runs.report import (
     group_runs,
     markdown_table,
     results_table,
+    run_setting,
+    run_settings,
 )
 
 SHEET = Path("docs") / "ANSWERS.md"
@@ -61,7 +64,7 @@ def load(results_root: Path, item: Item) -> list[ItemResults]:
             continue
         try:
             runs = find_runs(root)
-        except Exception:  # noqa: BLE001 - a directory without runs is "not measured"
+        except ReportError:  # a directory without runs: "not measured"
             continue
         info = _read_json(root / ITEM_FILE)
         loaded.append(
@@ -79,40 +82,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 # --- describing what ran ---------------------------------------------------------------------
-def _count(value: int) -> str:
-    return f"{value:,}"
-
-
-def setting(run: Run) -> str:
-    """The data, epochs, batch and image size a run trained with, from its config."""
-    config = run.config
-    dataset = config.get("dataset") or {}
-    trainer = config.get("trainer") or {}
-    total = dataset.get("train_subset") or (60_000 if dataset.get("name") else None)
-    val = dataset.get("val_size")
-    parts = []
-    if isinstance(total, int) and isinstance(val, int):
-        parts.append(f"{_count(total - val)} training images ({_count(val)} held out)")
-    test = dataset.get("test_subset")
-    parts.append(f"{_count(test) if isinstance(test, int) else '10,000'} test images")
-    if "max_epochs" in trainer:
-        parts.append(f"{trainer['max_epochs']} epochs")
-    if "batch_size" in dataset:
-        parts.append(f"batch {dataset['batch_size']}")
-    if "image_size" in dataset:
-        parts.append(f"{dataset['image_size']} px")
-    name = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}.get(dataset.get("name"), "")
-    return (name + ": " if name else "") + ", ".join(parts)
-
-
-def settings(runs: Sequence[Run]) -> list[str]:
-    seen: list[str] = []
-    for run in runs:
-        if run.config and (text := setting(run)) not in seen:
-            seen.append(text)
-    return seen
-
-
 def machines(runs: Sequence[Run]) -> str:
     return "; ".join(
         sorted({str(run.results["device"]) for run in runs if run.results.get("device")})
@@ -157,14 +126,15 @@ def item_section(item: Item, measured: list[ItemResults], docs: Path, results_ro
         parts += ["", f"#### {SCALE_NAMES[results.scale]}", ""]
         seeds = results.seeds
         parts.append(
-            f"- Ran: {'; '.join(settings(results.runs))}"
+            f"- Ran: {'; '.join(run_settings(results.runs))}"
             + (f"; {seeds} seeds per variant" if seeds > 1 else "; one seed")
         )
+        timed = item.speed or results.scale == LAPTOP
         if machine := machines(results.runs):
             minutes = training_minutes(results.runs)
             parts.append(
-                f"- Machine: {machine}; {minutes:.1f} min for the {len(results.runs)} runs "
-                "(their summed wall time)"
+                f"- Machine: {machine}"
+                + (f"; {minutes:.1f} min for the {len(results.runs)} runs" if timed else "")
             )
         if results.scale == LAPTOP:
             parts.append('- Laptop scale: a proxy for the course recipe (see "Laptop scale").')
@@ -172,7 +142,7 @@ def item_section(item: Item, measured: list[ItemResults], docs: Path, results_ro
             parts.append("- **Incomplete**: not every job finished; `make answers` continues it.")
         if item.look_at:
             parts.append(f"- Look at: {item.look_at}.")
-        parts += ["", results_table(results.groups), ""]
+        parts += ["", results_table(results.groups, timings=timed), ""]
         if norms := grad_norm_table(results.groups):
             parts += ["Mean gradient norm per layer (input to output):", "", norms, ""]
         if (path := figure(results, docs)) is not None:
@@ -235,7 +205,7 @@ def protocol_text(run: Run) -> str:
     """A laptop run's protocol from its config: image size, width knobs, data, epochs, batch."""
     model = run.config.get("model") or {}
     widths = [f"{key} {model[key]}" for key in WIDTH_KEYS if key in model]
-    return setting(run) + (f"; {', '.join(widths)}" if widths else "")
+    return run_setting(run) + (f"; {', '.join(widths)}" if widths else "")
 
 
 def laptop_section(results_root: Path) -> list[str]:
@@ -280,7 +250,9 @@ How to read it: every table row is one variant of the item, labelled by what it 
 several seeds a cell shows the mean ± standard deviation over the seeds. A difference between
 two variants is called *larger than the seeds' spread* when it exceeds the sum of their
 standard deviations, and *not resolved* otherwise; with one seed the spread is unknown. A net
-"did not learn" when its test accuracy stays within 0.05 of chance (0.10).
+"did not learn" when its test accuracy stays within 0.05 of chance (0.10). Images/s and times
+appear where the question is about speed, and at laptop scale (its 15-minute promise); they
+were measured on an otherwise idle machine.
 """
 
 

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 REPORT_FILE = "report.md"
 CURVES_FILE = "curves.png"
 OPTUNA_FILE = "optimization_results.yaml"  # the Optuna sweeper's best trial
+# The training split of Fashion-MNIST and MNIST, validation held out of it: SPLIT_SIZES of
+# cnnlab.data.sources, not imported so that reports start without torch (a test ties the two).
+SPLIT_TRAIN = 60_000
+DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}
 # Keys that never label a row: seed is what a group averages over; the resume switches say how
 # a run was started, not what it is.
 UNLABELLED_KEYS = ("seed", "resume", "resume_sweep", "ckpt_path")
@@ -262,9 +266,18 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
-def results_table(groups: Sequence[Group]) -> str:
-    """The main table: one row per group, the columns that any run has a value for."""
-    columns = [c for c in COLUMNS if any(g.values(c[1]) for g in groups)]
+# The columns that measure speed: meaningful only from an otherwise idle machine.
+TIMING_KEYS = ("train_images_per_s", "wall_s")
+
+
+def results_table(groups: Sequence[Group], timings: bool = True) -> str:
+    """The main table: one row per group, the columns that any run has a value for (without
+    images/s and wall time where ``timings`` is False)."""
+    columns = [
+        c
+        for c in COLUMNS
+        if any(g.values(c[1]) for g in groups) and (timings or c[1] not in TIMING_KEYS)
+    ]
     with_seeds = any(len(g.runs) > 1 for g in groups)
     header = ["run", "status", *(c[0] for c in columns)] + (["seeds"] if with_seeds else [])
     rows = []
@@ -298,22 +311,40 @@ def grad_norm_table(groups: Sequence[Group]) -> str | None:
     return markdown_table(header, rows)
 
 
+def run_setting(run: Run) -> str:
+    """What a run trained on, from its config: dataset, images, epochs, batch and image size."""
+    dataset = run.config.get("dataset") or {}
+    trainer = run.config.get("trainer") or {}
+    total = dataset.get("train_subset") or (SPLIT_TRAIN if dataset.get("name") else None)
+    val = dataset.get("val_size")
+    parts = []
+    if isinstance(total, int) and isinstance(val, int):
+        parts.append(f"{total - val:,} training images ({val:,} held out for validation)")
+    test = dataset.get("test_subset")
+    parts.append(f"{test:,} test images" if isinstance(test, int) else "10,000 test images")
+    if "max_epochs" in trainer:
+        epochs = trainer["max_epochs"]
+        parts.append(f"{epochs} epoch{'' if epochs == 1 else 's'}")
+    if "batch_size" in dataset:
+        parts.append(f"batch {dataset['batch_size']}")
+    if "image_size" in dataset:
+        parts.append(f"{dataset['image_size']} px")
+    name = DATASET_NAMES.get(dataset.get("name"), "")
+    return (name + ": " if name else "") + ", ".join(parts)
+
+
+def run_settings(runs: Iterable[Run]) -> list[str]:
+    """The distinct run_setting of the runs that recorded a config, first-seen order."""
+    seen: list[str] = []
+    for run in runs:
+        if run.config and (text := run_setting(run)) not in seen:
+            seen.append(text)
+    return seen
+
+
 def quick_note(runs: Sequence[Run]) -> str | None:
     """What a quick run trained on, from its config: the subset, epochs and image size."""
-    settings = []
-    for run in runs:
-        if not run.quick or not run.config:  # a failed run may have recorded no config
-            continue
-        dataset = run.config.get("dataset") or {}
-        epochs = (run.config.get("trainer") or {}).get("max_epochs", "?")
-        text = (
-            f"{_fmt_subset(dataset.get('train_subset'), 'all')} training images "
-            f"(validation {_fmt_subset(dataset.get('val_size'), '?')} held out of them, test "
-            f"{_fmt_subset(dataset.get('test_subset'), '10,000')}), "
-            f"{epochs} epoch{'' if epochs == 1 else 's'}, {dataset.get('image_size', '?')} px"
-        )
-        if text not in settings:
-            settings.append(text)
+    settings = run_settings(run for run in runs if run.quick)
     if not settings:
         return None
     return (
@@ -333,10 +364,6 @@ def laptop_note(runs: Sequence[Run]) -> str | None:
         'a subset; docs/ANSWERS.md, "Laptop scale"). Compare its variants with each other, '
         "not with the course recipe's numbers."
     )
-
-
-def _fmt_subset(value: Any, default: str) -> str:
-    return f"{value:,}" if isinstance(value, int) else default
 
 
 # --- findings ---------------------------------------------------------------------------
@@ -366,11 +393,11 @@ def trained(group: Group) -> bool:
 def failure(group: Group) -> str:
     """Why a group has no usable accuracy: diverged, failed, or at chance."""
     statuses = {run.status for run in group.runs}
-    if statuses - {"ok"}:
-        return group.status_text()
     loss = group.values("train_loss")
     acc = _acc(group)
     text = f"did not learn: test accuracy {_fmt(acc)}" if acc else "no test accuracy"
+    if statuses - {"ok"}:
+        text = f"{group.status_text()}; {text}"
     if loss:
         text += f", final training loss {statistics.fmean(loss):.2f}"
     return text + " (chance: 0.10, loss ln 10 = 2.30)"
