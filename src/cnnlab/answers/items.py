@@ -26,8 +26,8 @@ class Item:
     family: str = SMALL
     kind: str = TRAIN
     seeds: int = 3  # seeds per variant (1 for items that compare nothing)
-    # The row the others are compared with: a substring of its label in the report ("" for the
-    # first row, the best). Items without variants have none.
+    # The label of the row the others are compared with (the course recipe's), as the report
+    # writes it; None: compared with the best row.
     baseline: str | None = None
     # Relative running time at full scale, for longest-first runs on a GPU; not a measurement.
     cost: int = 1
@@ -79,14 +79,14 @@ ITEMS: tuple[Item, ...] = (
         "LeNet",
         "II: convolution window",
         "Adjust the convolution window size (3x3, 5x5, 7x7).",
-        baseline="[5,5]",
+        baseline="kernel_sizes=[5,5]",
     ),
     Item(
         "lenet-channels",
         "LeNet",
         "II: output channels",
         "Adjust the number of output channels of the conv layers.",
-        baseline="[6,16]",
+        baseline="conv_channels=[6,16]",
         look_at="accuracy against parameters and images/s",
         speed=True,
     ),
@@ -103,14 +103,14 @@ ITEMS: tuple[Item, ...] = (
         "LeNet",
         "II: conv layers",
         "Adjust the number of convolution layers.",
-        baseline="[6,16]",
+        baseline="ablation=[]",
     ),
     Item(
         "lenet-fc-layers",
         "LeNet",
         "II: FC layers",
         "Adjust the number of fully connected layers.",
-        baseline="[120,84]",
+        baseline="fc_widths=[120,84]",
     ),
     Item(
         "lenet-lr",
@@ -228,7 +228,7 @@ ITEMS: tuple[Item, ...] = (
         "AlexNet",
         "V: preprocessing",
         "Can preprocessing (normalisation, augmentation) improve things further?",
-        baseline="normalize=true",
+        baseline="ablation=[]",
     ),
     # --- VGG -----------------------------------------------------------------------------------
     Item(
@@ -273,7 +273,7 @@ ITEMS: tuple[Item, ...] = (
         "Build VGG-16 and VGG-19 from the paper's Table 1.",
         family=BIG,
         seeds=1,
-        baseline="vgg11",
+        baseline="arch=vgg11",
         cost=30,
     ),
     # --- GoogLeNet -----------------------------------------------------------------------------
@@ -340,7 +340,7 @@ ITEMS: tuple[Item, ...] = (
         "Build the variants of the paper's Table 1.",
         family=BIG,
         seeds=1,
-        baseline="resnet18",
+        baseline="model=resnet18",
         cost=60,
         speed=True,
     ),
@@ -407,7 +407,7 @@ ITEMS: tuple[Item, ...] = (
         "Lecture extras",
         "Optimizers",
         "SGD, momentum, Adagrad, RMSProp, Adam and L-BFGS on LeNet-5.",
-        baseline="optimizer=sgd",
+        baseline="optimizer=sgd lr=0.9",
         cost=12,
         look_at="the training loss per step",
         speed=True,

@@ -419,17 +419,16 @@ def compare(group: Group, other: Group) -> str:
 
 
 def baseline_group(groups: Sequence[Group], baseline: str | None) -> Group | None:
-    """The one group whose label contains ``baseline`` (None if none or several)."""
+    """The group labelled ``baseline`` (None if there is none)."""
     if baseline is None or len(groups) < 2:
         return None
-    matches = [g for g in groups if baseline in g.label]
-    return matches[0] if len(matches) == 1 else None
+    return next((g for g in groups if g.label == baseline), None)
 
 
 def findings(groups: Sequence[Group], baseline: str | None = None) -> list[str]:
     """Sentences that state what the table measured: each variant's test accuracy against the
-    baseline's (the group whose label contains ``baseline``; else the best), with whether the
-    seeds resolve the difference, and the variants that did not learn."""
+    baseline's (the group labelled ``baseline``; else the best), with whether the seeds resolve
+    the difference, and the variants that did not learn."""
     failed = [g for g in groups if not trained(g)]
     working = [g for g in groups if trained(g)]
     lines = []

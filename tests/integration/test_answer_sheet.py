@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cnnlab.answers.items import ITEMS
 from cnnlab.answers.run import ITEM_FILE, RESULTS_DIR
-from cnnlab.answers.sheet import FIGURES_DIR, SHEET, write_sheet
+from cnnlab.answers.sheet import FIGURES_DIR, SHEET, load, write_sheet
 from cnnlab.resolvers import project_root
 from conftest import TINY
 
@@ -32,6 +32,15 @@ def test_the_committed_sheet_is_what_the_committed_results_give(tmp_path: Path) 
     assert figures == {p.name for p in (ROOT / FIGURES_DIR).glob("*.png")}
     for name in figures:  # every figure the sheet shows is committed
         assert f"]({FIGURES_DIR.name}/{name})" in committed.read_text()
+
+
+def test_every_baseline_names_one_row_of_its_results() -> None:
+    """An item's baseline (the recipe's row) is a label its committed results have."""
+    for item in ITEMS:
+        for results in load(ROOT / RESULTS_DIR, item):
+            if item.baseline is not None and len(results.groups) > 1:
+                labels = [group.label for group in results.groups]
+                assert item.baseline in labels, (item.target, labels)
 
 
 def test_every_item_has_a_section() -> None:
