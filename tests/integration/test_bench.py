@@ -47,8 +47,9 @@ def test_bench_runs_and_reports(tmp_path: Path) -> None:
     # One repeat: the per-step overhead is that repeat's, from the same two rates.
     ips = case["all_runs"]
     b, c = ips["cnnlab_data"][0], ips["runner"][0]
+    # bench.json rounds the rates; on a slow (busy) machine 1/c magnifies that rounding.
     assert case["framework_overhead_ms_per_step"] == pytest.approx(
-        1000 * 64 * (1 / c - 1 / b), abs=0.01
+        1000 * 64 * (1 / c - 1 / b), rel=1e-3, abs=0.01
     )
     assert isinstance(case["lightning_floor_overhead_ms_per_step"], float)
 
