@@ -381,8 +381,10 @@ def _acc(group: Group) -> tuple[float, float | None] | None:
 
 
 def _fmt(acc: tuple[float, float | None]) -> str:
+    """``mean ± std`` as the table shows it: no "± 0.0000" where the seeds agree."""
     mean, std = acc
-    return f"{mean:.4f}" + (f" ± {std:.4f}" if std is not None else "")
+    spread = f"{std:.4f}" if std is not None else ""
+    return f"{mean:.4f}" + (f" ± {spread}" if spread and not _is_zero(spread) else "")
 
 
 def trained(group: Group) -> bool:
