@@ -169,3 +169,16 @@ def test_reports_know_the_training_split_size() -> None:
     from cnnlab.runs.report import SPLIT_TRAIN
 
     assert SPLIT_TRAIN == SPLIT_SIZES["train"]
+
+
+def test_gradient_findings_compare_first_and_last_layer() -> None:
+    from cnnlab.runs.report import grad_norm_findings
+
+    runs = group_of("s", [0.7, 0.7], **{"model.activation": "sigmoid"})
+    for run, first in zip(runs, (0.02, 0.04), strict=True):
+        run.results["grad_norms"] = {"mean_per_layer": {"features.0": first, "fc": 0.3}}
+    (line,) = grad_norm_findings(group_runs(runs))
+    assert line.endswith(
+        ": the first layer (features.0) gets a mean gradient norm of 0.03, 0.10 times the last "
+        "layer's (0.3)."
+    )

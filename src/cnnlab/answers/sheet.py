@@ -26,6 +26,7 @@ from cnnlab.runs.report import (
     curves_figure,
     find_runs,
     findings,
+    grad_norm_findings,
     grad_norm_table,
     group_runs,
     markdown_table,
@@ -91,7 +92,7 @@ def machines(runs: Sequence[Run]) -> str:
 # --- the answer ------------------------------------------------------------------------------
 def answer(results: ItemResults) -> list[str]:
     """Sentences that state the measured outcome, citing the table (cnnlab.runs.report)."""
-    return findings(results.groups, results.item.baseline)
+    return findings(results.groups, results.item.baseline) + grad_norm_findings(results.groups)
 
 
 def figure(results: ItemResults, docs: Path) -> str | None:

@@ -288,10 +288,10 @@ def results_table(groups: Sequence[Group], timings: bool = True) -> str:
     return markdown_table(header, rows)
 
 
-def grad_norm_table(groups: Sequence[Group]) -> str | None:
-    """Mean gradient norm per layer (diagnostics.grad_norms), one column per group."""
+def grad_norms(groups: Sequence[Group]) -> list[tuple[str, dict[str, float]]]:
+    """Each group's mean gradient norm per layer (diagnostics.grad_norms), input to output,
+    averaged over its seeds; groups that logged none are left out."""
     per_group: list[tuple[str, dict[str, float]]] = []
-    layers: list[str] = []
     for group in groups:
         norms: dict[str, list[float]] = {}
         for run in group.runs:
@@ -299,8 +299,30 @@ def grad_norm_table(groups: Sequence[Group]) -> str | None:
             for layer, value in mean_per_layer.items():
                 norms.setdefault(layer, []).append(float(value))
         if norms:
-            layers += [layer for layer in norms if layer not in layers]
             per_group.append((group.label, {k: statistics.fmean(v) for k, v in norms.items()}))
+    return per_group
+
+
+def grad_norm_findings(groups: Sequence[Group]) -> list[str]:
+    """How much of the last layer's gradient norm reaches the first layer, per group."""
+    lines = []
+    for label, norms in grad_norms(groups):
+        first, last = next(iter(norms)), list(norms)[-1]
+        if first != last and norms[last] > 0:
+            lines.append(
+                f"`{label}`: the first layer ({first}) gets a mean gradient norm of "
+                f"{norms[first]:.3g}, {norms[first] / norms[last]:.2f} times the last layer's "
+                f"({norms[last]:.3g})."
+            )
+    return lines
+
+
+def grad_norm_table(groups: Sequence[Group]) -> str | None:
+    """Mean gradient norm per layer (diagnostics.grad_norms), one column per group."""
+    per_group = grad_norms(groups)
+    layers: list[str] = []
+    for _, norms in per_group:
+        layers += [layer for layer in norms if layer not in layers]
     if not per_group:
         return None
     header = ["layer (input to output)", *(label for label, _ in per_group)]
