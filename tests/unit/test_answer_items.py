@@ -182,3 +182,21 @@ def test_gradient_findings_compare_first_and_last_layer() -> None:
         ": the first layer (features.0) gets a mean gradient norm of 0.03, 0.10 times the last "
         "layer's (0.3)."
     )
+
+
+def test_speed_and_loss_findings_cite_the_table() -> None:
+    from cnnlab.answers.sheet import loss_findings, speed_findings
+
+    runs = group_of("a", [0.8], **{"model.conv_channels": "[6,16]"})
+    runs += group_of("b", [0.84], **{"model.conv_channels": "[32,64]"})
+    for run, rate, loss in zip(runs, (20_000.0, 5_000.0), (0.42, 0.39), strict=True):
+        run.results.update(train_images_per_s=rate, train_loss=loss)
+    groups = group_runs(runs)
+    assert speed_findings(groups, "conv_channels=[6,16]") == [
+        "Training images/s against `conv_channels=[6,16]`'s 20,000: "
+        "`conv_channels=[32,64]` 5,000 (0.25x)."
+    ]
+    assert loss_findings(groups) == [
+        "Final training loss, lowest first: `conv_channels=[32,64]` 0.3900, "
+        "`conv_channels=[6,16]` 0.4200."
+    ]

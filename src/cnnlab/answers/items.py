@@ -36,6 +36,8 @@ class Item:
     # Whether the question is about speed: the sheet shows images/s and wall time only then
     # (and for the laptop scale's 15-minute promise), measured on an otherwise idle machine.
     speed: bool = False
+    # Whether the question is about training itself: the answer cites the final training loss.
+    loss: bool = False
 
     @property
     def trains(self) -> bool:
@@ -119,6 +121,7 @@ ITEMS: tuple[Item, ...] = (
         "Adjust the learning rate.",
         baseline="lr=0.9",
         look_at="the training loss per step",
+        loss=True,
     ),
     Item(
         "lenet-init",
@@ -164,6 +167,8 @@ ITEMS: tuple[Item, ...] = (
         "IV: activations, sweaters vs coats",
         "Display the first and second layer's activations for sweaters and coats.",
         seeds=1,
+        look_at="the two activation figures below the curves: one row per image (pullovers, then "
+        "coats), the input and the channel maps of the first and the second conv layer",
     ),
     # --- AlexNet -------------------------------------------------------------------------------
     Item(
@@ -275,6 +280,7 @@ ITEMS: tuple[Item, ...] = (
         seeds=1,
         baseline="arch=vgg11",
         cost=30,
+        loss=True,
     ),
     # --- GoogLeNet -----------------------------------------------------------------------------
     Item(
@@ -295,6 +301,7 @@ ITEMS: tuple[Item, ...] = (
         seeds=1,
         cost=40,
         speed=True,
+        baseline="ablation=[]",
     ),
     Item(
         "googlenet-min-size",
@@ -343,6 +350,7 @@ ITEMS: tuple[Item, ...] = (
         baseline="model=resnet18",
         cost=60,
         speed=True,
+        loss=True,
     ),
     Item(
         "resnet-bottleneck",
@@ -353,6 +361,7 @@ ITEMS: tuple[Item, ...] = (
         seeds=1,
         cost=10,
         speed=True,
+        baseline="block=basic",
     ),
     Item(
         "resnet-preact",
@@ -363,6 +372,8 @@ ITEMS: tuple[Item, ...] = (
         seeds=1,
         cost=10,
         look_at="the early training loss",
+        loss=True,
+        baseline="preact=False",
     ),
     Item(
         "resnet-plain",
@@ -373,6 +384,7 @@ ITEMS: tuple[Item, ...] = (
         seeds=1,
         cost=20,
         look_at="the training loss of plain-34 against plain-18",
+        loss=True,
     ),
     # --- Lecture extras ------------------------------------------------------------------------
     Item(
@@ -392,6 +404,7 @@ ITEMS: tuple[Item, ...] = (
         seeds=1,
         cost=18,
         speed=True,
+        baseline="lrn=none",
     ),
     Item(
         "lenet-local",
@@ -411,6 +424,7 @@ ITEMS: tuple[Item, ...] = (
         cost=12,
         look_at="the training loss per step",
         speed=True,
+        loss=True,
     ),
 )
 

@@ -92,7 +92,37 @@ def machines(runs: Sequence[Run]) -> str:
 # --- the answer ------------------------------------------------------------------------------
 def answer(results: ItemResults) -> list[str]:
     """Sentences that state the measured outcome, citing the table (cnnlab.runs.report)."""
-    return findings(results.groups, results.item.baseline) + grad_norm_findings(results.groups)
+    lines = findings(results.groups, results.item.baseline) + grad_norm_findings(results.groups)
+    if results.item.speed:
+        lines += speed_findings(results.groups, results.item.baseline)
+    if results.item.loss:
+        lines += loss_findings(results.groups)
+    return lines
+
+
+def loss_findings(groups: Sequence[Group]) -> list[str]:
+    """The rows' final training loss, lowest first: how well each variant fit the data."""
+    losses = [(g.mean("train_loss"), g.label) for g in groups]
+    ranked = sorted((loss, label) for loss, label in losses if loss is not None)
+    if len(ranked) < 2:
+        return []
+    ranked_text = ", ".join(f"`{label}` {loss:.4f}" for loss, label in ranked)
+    return [f"Final training loss, lowest first: {ranked_text}."]
+
+
+def speed_findings(groups: Sequence[Group], baseline: str | None) -> list[str]:
+    """Training speed of each row against the baseline's (else the fastest row's)."""
+    rates = {g.label: g.mean("train_images_per_s") for g in groups}
+    rates = {label: rate for label, rate in rates.items() if rate}
+    if len(rates) < 2:
+        return []
+    reference = baseline if baseline in rates else max(rates, key=lambda label: rates[label])
+    others = ", ".join(
+        f"`{label}` {rate:,.0f} ({rate / rates[reference]:.2f}x)"
+        for label, rate in sorted(rates.items(), key=lambda item: -item[1])
+        if label != reference
+    )
+    return [f"Training images/s against `{reference}`'s {rates[reference]:,.0f}: {others}."]
 
 
 def figure(results: ItemResults, docs: Path) -> str | None:
