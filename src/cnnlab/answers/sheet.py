@@ -10,14 +10,12 @@ the committed sheet is what the committed results give.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from cnnlab.answers.items import ANALYZE, BIG, ITEMS, PROTOCOL_RECIPES, SECTIONS, Item, item
-from cnnlab.answers.run import FULL, ITEM_FILE, LAPTOP, RESULTS_DIR
+from cnnlab.answers.items import ANALYZE, BIG, ITEMS, PROTOCOL_RECIPES, SECTIONS, Item
+from cnnlab.answers.run import FULL, LAPTOP, RESULTS_DIR, read_item_file
 from cnnlab.runs.files import atomic_write
 from cnnlab.runs.report import (
     Group,
@@ -29,6 +27,7 @@ from cnnlab.runs.report import (
     grad_norm_findings,
     grad_norm_table,
     group_runs,
+    machines,
     markdown_table,
     results_table,
     run_setting,
@@ -67,26 +66,9 @@ def load(results_root: Path, item: Item) -> list[ItemResults]:
             runs = find_runs(root)
         except ReportError:  # a directory without runs: "not measured"
             continue
-        info = _read_json(root / ITEM_FILE)
-        loaded.append(
-            ItemResults(item, scale, root, runs, group_runs(runs), bool(info.get("complete")))
-        )
+        complete = bool(read_item_file(root).get("complete"))
+        loaded.append(ItemResults(item, scale, root, runs, group_runs(runs), complete))
     return loaded
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-# --- describing what ran ---------------------------------------------------------------------
-def machines(runs: Sequence[Run]) -> str:
-    return "; ".join(
-        sorted({str(run.results["device"]) for run in runs if run.results.get("device")})
-    )
 
 
 # --- the answer ------------------------------------------------------------------------------
@@ -239,12 +221,13 @@ def protocol_text(run: Run) -> str:
     return run_setting(run) + (f"; {', '.join(widths)}" if widths else "")
 
 
-def laptop_section(results_root: Path) -> list[str]:
+def laptop_section(loaded: dict[str, list[ItemResults]]) -> list[str]:
     """The laptop protocols: one row per family from its recipe item's laptop run, with the
-    longest item of the family (the protocol's promise: every item within 15 minutes)."""
+    longest item of the family (the protocol's promise: every item within 15 minutes).
+    ``loaded``: every item's results (load), by target."""
     rows = []
     for family, target in PROTOCOL_RECIPES.items():
-        recipe = [r for r in load(results_root, item(target)) if r.scale == LAPTOP]
+        recipe = [r for r in loaded[target] if r.scale == LAPTOP]
         if not recipe or not recipe[0].runs:
             rows.append([family, f"`make {target} SCALE=laptop`: not measured yet", "", "", ""])
             continue
@@ -254,7 +237,7 @@ def laptop_section(results_root: Path) -> list[str]:
         times = [
             (training_minutes(r.runs), i.target)
             for i in members
-            for r in load(results_root, i)
+            for r in loaded[i.target]
             if r.scale == LAPTOP and r.complete
         ]
         longest = max(times, default=None)
@@ -306,11 +289,12 @@ def write_sheet(root: Path) -> Path:
     results_root = root / RESULTS_DIR
     for old in (docs / FIGURES_DIR.name).glob("*.png"):
         old.unlink()  # figures of items that have no results any more
+    loaded = {entry.target: load(results_root, entry) for entry in ITEMS}
     sections, measured_items = [], 0
     for section in SECTIONS:
         sections.append(f"## {section}\n")
         for entry in (i for i in ITEMS if i.section == section):
-            measured = load(results_root, entry)
+            measured = loaded[entry.target]
             analysed = entry.kind == ANALYZE and (results_root / entry.target / FULL).is_dir()
             measured_items += bool(measured or analysed)
             sections.append(item_section(entry, measured, docs, results_root))
@@ -321,7 +305,7 @@ def write_sheet(root: Path) -> Path:
         "[Laptop scale](#laptop-scale)\n",
         *sections,
         LAPTOP_TEXT,
-        *laptop_section(results_root),
+        *laptop_section(loaded),
     ]
     sheet = root / SHEET
     with atomic_write(sheet, "w") as f:

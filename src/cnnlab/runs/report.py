@@ -333,6 +333,13 @@ def grad_norm_table(groups: Sequence[Group]) -> str | None:
     return markdown_table(header, rows)
 
 
+def machines(runs: Iterable[Run]) -> str:
+    """The machines the runs ran on (results.json ``device``), each once, "; "-separated."""
+    return "; ".join(
+        sorted({str(run.results["device"]) for run in runs if run.results.get("device")})
+    )
+
+
 def run_setting(run: Run) -> str:
     """What a run trained on, from its config: dataset, images, epochs, batch and image size."""
     dataset = run.config.get("dataset") or {}
@@ -646,7 +653,7 @@ def build_report(root: Path, out_dir: Path | None = None) -> Report:
     counts: dict[str, int] = {}
     for run in runs:
         counts[run.status] = counts.get(run.status, 0) + 1
-    devices = sorted({str(run.results["device"]) for run in runs if run.results.get("device")})
+    devices = machines(runs)
     counted = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
     parts = [
         f"# Report: {root.name}",
@@ -655,7 +662,7 @@ def build_report(root: Path, out_dir: Path | None = None) -> Report:
         f"- Runs: {len(runs)} ({counted})",
     ]
     if devices:
-        parts.append("- Machine: " + "; ".join(devices))
+        parts.append("- Machine: " + devices)
     common = common_overrides(runs)
     if common:
         parts.append("- Overrides of every run: `" + " ".join(common) + "`")
