@@ -3,7 +3,9 @@ plain nets (residual=false) and the Inception-to-residual blocks of exercise I."
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -510,6 +512,39 @@ def test_resnet_inception_experiment_composes_each_variant() -> None:
 def test_bad_multipath_knobs_raise(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         MultiPathNet(**kwargs)
+
+
+def _multipath_run(run_dir: Path, width: object, image_size: object = 28) -> None:
+    run_dir.mkdir(parents=True)
+    config = {
+        "model": {"_target_": "cnnlab.models.resnet.MultiPathNet", "width": width},
+        "dataset": {"image_size": image_size},
+    }
+    (run_dir / "results.json").write_text(json.dumps({"status": "ok", "config": config}))
+
+
+def test_inception_residual_tables_take_the_runs_width(tmp_path: Path) -> None:
+    # A laptop-scale sweep trains width 16: its table must not describe the width-64 nets.
+    for job in ("0", "1"):
+        _multipath_run(tmp_path / job, 16)
+    assert inception_residual.sweep_size(tmp_path) == (16, 28)
+    inception_residual.main([str(tmp_path)])
+    data = json.loads((tmp_path / inception_residual.JSON_FILE).read_text())
+    assert data["channels"] == 16
+    assert data["nets"][0]["params"] == n_params(MultiPathNet(width=16))
+    assert "width 16" in (tmp_path / inception_residual.MARKDOWN_FILE).read_text()
+    inception_residual.main([str(tmp_path), "--width", "32"])  # the option wins
+    assert json.loads((tmp_path / inception_residual.JSON_FILE).read_text())["channels"] == 32
+
+
+@pytest.mark.parametrize("widths", [[16, 32], ["16", "16"], [True, True], [-1, -1]])
+def test_inception_residual_ignores_runs_that_state_no_single_width(
+    tmp_path: Path, widths: list[object]
+) -> None:
+    for job, width in enumerate(widths):
+        _multipath_run(tmp_path / str(job), width)
+    assert inception_residual.sweep_size(tmp_path)[0] is None
+    assert inception_residual.sweep_size(tmp_path / "nothing") == (None, None)
 
 
 def test_inception_residual_tables() -> None:

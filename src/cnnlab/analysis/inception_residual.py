@@ -6,8 +6,11 @@ parameters and FLOPs; a second table has the nets of ``experiments/resnet_incept
     python -m cnnlab.analysis.inception_residual outputs/exercises/resnet-inception/<dir>
 
 writes ``inception_residual.md`` and ``inception_residual.json`` there (``make
-resnet-inception`` does, beside the training sweep's report.md). Shapes only: every block is
-built and run on the ``meta`` device, so nothing is initialised or trained.
+resnet-inception`` does, beside the training sweep's report.md). The width and image size are
+the sweep's own (read from its runs' results.json, so a ``SCALE=laptop`` sweep at width 16 gets
+a width-16 table), else 64 channels at 28 px, unless ``--width``/``--image-size`` say otherwise.
+Shapes only: every block is built and run on the ``meta`` device, so nothing is initialised or
+trained.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,7 +28,9 @@ from torch import nn
 from cnnlab.analysis.layers import profile_model
 from cnnlab.analysis.tables import Table, count, si
 from cnnlab.models.resnet import INCEPTION_PATHS, MultiPath, MultiPathNet, Residual, path_widths
+from cnnlab.runs.report import ReportError, find_runs
 
+DEFAULT_WIDTH, DEFAULT_IMAGE_SIZE = 64, 28  # conf/model/multipath.yaml, the experiment's size
 MARKDOWN_FILE = "inception_residual.md"
 JSON_FILE = "inception_residual.json"
 
@@ -194,13 +200,47 @@ def write_report(out_dir: Path, channels: int = 64, image_size: int = 28) -> Pat
     return path
 
 
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def sweep_size(sweep_dir: Path) -> tuple[int | None, int | None]:
+    """(width, image size) the MultiPathNet runs below ``sweep_dir`` trained at, read from their
+    results.json (data only: anything that is not a positive int counts as absent); (None, None)
+    where there are no such runs. Runs that disagree give None for that value."""
+    try:
+        runs = find_runs(sweep_dir)
+    except ReportError:
+        return None, None
+    configs = [run.config for run in runs if isinstance(run.config.get("model"), dict)]
+    configs = [c for c in configs if str(c["model"].get("_target_", "")).endswith("MultiPathNet")]
+    widths = {_positive_int(c["model"].get("width")) for c in configs}
+    sizes = {
+        _positive_int(c["dataset"].get("image_size"))
+        for c in configs
+        if isinstance(c.get("dataset"), dict)
+    }
+    width = widths.pop() if len(widths) == 1 else None
+    size = sizes.pop() if len(sizes) == 1 else None
+    return width, size
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path, help="where inception_residual.md/.json go")
-    parser.add_argument("--width", type=int, default=64, help="channels of every block (64)")
-    parser.add_argument("--image-size", type=int, default=28, help="input image size (28)")
+    parser.add_argument(
+        "--width", type=int, help=f"channels of every block (the runs', else {DEFAULT_WIDTH})"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help=f"input image size (the runs', else {DEFAULT_IMAGE_SIZE})",
+    )
     args = parser.parse_args(argv)
-    write_report(args.out_dir, args.width, args.image_size)
+    run_width, run_size = sweep_size(args.out_dir)
+    width = args.width or run_width or DEFAULT_WIDTH
+    image_size = args.image_size or run_size or DEFAULT_IMAGE_SIZE
+    write_report(args.out_dir, width, image_size)
 
 
 if __name__ == "__main__":
