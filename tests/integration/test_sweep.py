@@ -49,7 +49,7 @@ def test_sweep_of_three_with_a_diverging_middle_job(
     assert diverged["test_acc"] is None and "training loss became" in diverged["error"]
     assert results(tmp_path, 2)["test_acc"] > 0.1  # the sweep went on after the divergence
     assert "3 jobs, 1 diverged, 2 ok" in output
-    assert "job 1 diverged: optimizer.lr=100000000.0 -- diverged at epoch 0" in output
+    assert "job 1 diverged: optimizer.lr=100000000.0 -- diverged at epoch 1" in output
     if importlib.util.find_spec("cnnlab.runs.report") is not None:  # cnnlab-report's table of it
         from cnnlab.runs.report import build_report
 

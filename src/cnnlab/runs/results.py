@@ -4,7 +4,9 @@ record a failed run leaves, and the summary printed at a run's end.
 Statuses: ``ok`` and ``diverged`` (FINISHED: a deterministic rerun would end the same way),
 ``interrupted`` (SIGTERM; it continues with ``resume=``), ``failed`` (an error; traceback.txt
 beside it). Readers also see ``missing`` (no file: the job died before writing one, or still
-runs) and ``unreadable``.
+runs) and ``unreadable``. A diverged run records ``diverged_epoch``, 0-based as Lightning
+counts (``trainer.current_epoch``), and ``diverged_step``; text for people says
+:func:`epoch_text`, counted from 1 as the progress lines ("epoch 1/10") are.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ log = logging.getLogger("cnnlab")
 RESULTS_FILE = "results.json"
 TRACEBACK_FILE = "traceback.txt"
 FINISHED = ("ok", "diverged")
+
+
+def epoch_text(epoch: Any) -> str:
+    """``epoch 3`` for the 0-based epoch index 2: epochs as the training log counts them."""
+    if isinstance(epoch, int) and not isinstance(epoch, bool):
+        return f"epoch {epoch + 1}"
+    return f"epoch {epoch}"  # a results.json is data: show what it holds
 
 
 def read_results(run_dir: Path) -> dict[str, Any] | None:

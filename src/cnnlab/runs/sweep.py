@@ -20,7 +20,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cnnlab.runs.results import FINISHED, RESULTS_FILE, read_results
+from cnnlab.runs.results import FINISHED, RESULTS_FILE, epoch_text, read_results
 from cnnlab.runs.rundir import (
     SWEEP_FILE,
     RunDirError,
@@ -198,7 +198,7 @@ def job_outcome(job_dir: Path) -> JobOutcome:
         )
     status = str(results.get("status", "missing"))
     if status == "diverged":
-        where = f"epoch {results.get('diverged_epoch')}, step {results.get('diverged_step')}"
+        where = f"{epoch_text(results.get('diverged_epoch'))}, step {results.get('diverged_step')}"
         note = f"diverged at {where}"
     elif status == "ok":
         acc = results.get("test_acc")

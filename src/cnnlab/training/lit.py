@@ -41,7 +41,8 @@ class DivergedError(RuntimeError):
     """The training (or validation) loss became NaN or infinite."""
 
     def __init__(self, epoch: int, step: int, loss: float, stage: str = "training") -> None:
-        super().__init__(f"{stage} loss became {loss} at epoch {epoch}, step {step}")
+        # epoch is Lightning's 0-based index; the message counts as the progress lines do.
+        super().__init__(f"{stage} loss became {loss} in epoch {epoch + 1}, step {step}")
         self.epoch, self.step, self.loss = epoch, step, loss
 
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnlab.devices import gpu_available
 from cnnlab.errors import ConfigError
 from cnnlab.runs.checkpoints import AtomicCheckpointIO
-from cnnlab.runs.results import tensorboard_logger
+from cnnlab.runs.results import epoch_text, tensorboard_logger
 from cnnlab.training.callbacks import EpochLog, diagnostic_callbacks
 from cnnlab.training.checks import flat_keys
 from cnnlab.training.fast_forward import check_cuda_graphs
@@ -185,6 +185,6 @@ def fit_and_test(
             "diverged_step": err.step,
         }
     except SIGTERMException:
-        where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+        where = f"{epoch_text(trainer.current_epoch)}, step {trainer.global_step}"
         return {"status": "interrupted", "error": f"SIGTERM received at {where}"}
     return {"status": "ok"}
