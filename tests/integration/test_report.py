@@ -18,6 +18,8 @@ from cnnlab.runs.report import (
     find_runs,
     group_runs,
     parse_overrides,
+    run_setting,
+    run_settings,
     short_keys,
 )
 
@@ -108,7 +110,7 @@ def test_failed_and_diverged_runs_are_listed_with_their_status(tmp_path: Path) -
     assert rows["lr=0.1"][1] == "ok"
     assert rows["lr=-1"][1] == "failed"
     assert rows["lr=-1"][2] == "–"  # no test accuracy, no made-up number
-    assert rows["lr=50"][1] == "diverged (epoch 0)"
+    assert rows["lr=50"][1] == "diverged (epoch 1)"
     assert table_rows(report.markdown)[0][0] == "lr=0.1"  # finished runs first
     unfinished = report.markdown.split("## Runs that did not finish normally")[1]
     assert "optimizer.lr must be a positive number" in unfinished
@@ -146,6 +148,33 @@ def test_quick_runs_say_so_with_their_subset(tmp_path: Path) -> None:
     assert "**Quick run**" in markdown
     assert "8,000 training images (2,000 held out for validation), 2,000 test images" in markdown
     assert "2 epochs, 28 px" in markdown
+
+
+def _config(name: str, batch: int, epochs: int) -> dict[str, Any]:
+    return {
+        "dataset": {"name": name, "val_size": 5000, "batch_size": batch, "image_size": 96},
+        "trainer": {"max_epochs": epochs},
+    }
+
+
+def test_settings_that_differ_in_values_only_share_one_text(tmp_path: Path) -> None:
+    root = sweep_dir(tmp_path)
+    for job, (batch, epochs) in enumerate([(32, 1), (64, 5), (64, 5), (128, 5)]):
+        write_run(
+            root / str(job),
+            [f"dataset.batch_size={batch}"],
+            config=_config("fashion_mnist", batch, epochs),
+        )
+    runs = find_runs(root)
+    assert run_settings(runs) == [
+        "Fashion-MNIST: 55,000 training images (5,000 held out for validation), 10,000 test "
+        "images, 1/5 epochs, batch 32/64/128, 96 px"
+    ]
+    assert run_settings(runs[:1]) == [run_setting(runs[0])]
+    assert run_setting(runs[0]).endswith("1 epoch, batch 32, 96 px")
+    # Another dataset is not a value of the same setting: each keeps its own text.
+    write_run(root / "4", ["dataset=mnist"], config=_config("mnist", 32, 1))
+    assert [s.split(":")[0] for s in run_settings(find_runs(root))] == ["Fashion-MNIST", "MNIST"]
 
 
 def test_gradient_norms_get_a_table_per_layer(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnnlab.runs.results import RESULTS_FILE, read_results
+from cnnlab.runs.results import RESULTS_FILE, epoch_text, read_results
 from cnnlab.runs.rundir import SWEEP_FILE
 from cnnlab.runs.sweep import short_keys, short_value
 
@@ -82,7 +82,7 @@ class Run:
 
     def status_text(self) -> str:
         if self.status == "diverged" and self.results.get("diverged_epoch") is not None:
-            return f"diverged (epoch {self.results['diverged_epoch']})"
+            return f"diverged ({epoch_text(self.results['diverged_epoch'])})"
         return self.status
 
 
@@ -340,35 +340,66 @@ def machines(runs: Iterable[Run]) -> str:
     )
 
 
-def run_setting(run: Run) -> str:
-    """What a run trained on, from its config: dataset, images, epochs, batch and image size."""
+# One field of a run's setting: (prefix, value, suffix), so that runs which differ in the value
+# alone share one text: "batch 32/64/128".
+SettingField = tuple[str, str, str]
+
+
+def _setting_fields(run: Run) -> tuple[str, list[SettingField]]:
+    """The dataset's name and the fields of run_setting, from the run's config."""
     dataset = run.config.get("dataset") or {}
     trainer = run.config.get("trainer") or {}
     total = dataset.get("train_subset") or (SPLIT_TRAIN if dataset.get("name") else None)
     val = dataset.get("val_size")
-    parts = []
+    fields: list[SettingField] = []
     if isinstance(total, int) and isinstance(val, int):
-        parts.append(f"{total - val:,} training images ({val:,} held out for validation)")
+        held_out = f"{total - val:,} training images ({val:,} held out for validation)"
+        fields.append(("", held_out, ""))
     test = dataset.get("test_subset")
-    parts.append(f"{test:,} test images" if isinstance(test, int) else "10,000 test images")
+    fields.append(("", f"{test:,}" if isinstance(test, int) else "10,000", " test images"))
     if "max_epochs" in trainer:
         epochs = trainer["max_epochs"]
-        parts.append(f"{epochs} epoch{'' if epochs == 1 else 's'}")
+        fields.append(("", str(epochs), " epoch" if epochs == 1 else " epochs"))
     if "batch_size" in dataset:
-        parts.append(f"batch {dataset['batch_size']}")
+        fields.append(("batch ", str(dataset["batch_size"]), ""))
     if "image_size" in dataset:
-        parts.append(f"{dataset['image_size']} px")
-    name = DATASET_NAMES.get(dataset.get("name"), "")
-    return (name + ": " if name else "") + ", ".join(parts)
+        fields.append(("", str(dataset["image_size"]), " px"))
+    return DATASET_NAMES.get(dataset.get("name"), ""), fields
+
+
+def _setting_text(name: str, fields: Sequence[SettingField]) -> str:
+    return (name + ": " if name else "") + ", ".join(f"{a}{v}{b}" for a, v, b in fields)
+
+
+def run_setting(run: Run) -> str:
+    """What a run trained on, from its config: dataset, images, epochs, batch and image size."""
+    return _setting_text(*_setting_fields(run))
 
 
 def run_settings(runs: Iterable[Run]) -> list[str]:
-    """The distinct run_setting of the runs that recorded a config, first-seen order."""
-    seen: list[str] = []
+    """The distinct run_setting of the runs that recorded a config, first-seen order; runs whose
+    settings differ only in values share one text ("5/10 epochs", "batch 32/64"), as the
+    variants of an item that sweeps the epochs or the batch size do."""
+    groups: dict[tuple[Any, ...], list[list[SettingField]]] = {}
     for run in runs:
-        if run.config and (text := run_setting(run)) not in seen:
-            seen.append(text)
-    return seen
+        if not run.config:
+            continue
+        name, fields = _setting_fields(run)
+        shape = (name, *((a, b.rstrip("s")) for a, _, b in fields))  # "1 epoch" ~ "5 epochs"
+        if fields not in (group := groups.setdefault(shape, [])):
+            group.append(fields)
+    texts = []
+    for (name, *_), settings in groups.items():
+        merged = [
+            (
+                prefix,
+                "/".join(dict.fromkeys(fields[i][1] for fields in settings)),
+                max((fields[i][2] for fields in settings), key=len),
+            )
+            for i, (prefix, _, _) in enumerate(settings[0])
+        ]
+        texts.append(_setting_text(name, merged))
+    return texts
 
 
 def quick_note(runs: Sequence[Run]) -> str | None:
