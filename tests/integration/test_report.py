@@ -157,24 +157,46 @@ def _config(name: str, batch: int, epochs: int) -> dict[str, Any]:
     }
 
 
-def test_settings_that_differ_in_values_only_share_one_text(tmp_path: Path) -> None:
-    root = sweep_dir(tmp_path)
-    for job, (batch, epochs) in enumerate([(32, 1), (64, 5), (64, 5), (128, 5)]):
-        write_run(
-            root / str(job),
-            [f"dataset.batch_size={batch}"],
-            config=_config("fashion_mnist", batch, epochs),
-        )
-    runs = find_runs(root)
-    assert run_settings(runs) == [
-        "Fashion-MNIST: 55,000 training images (5,000 held out for validation), 10,000 test "
-        "images, 1/5 epochs, batch 32/64/128, 96 px"
+def _settings(root: Path, runs: list[tuple[str, int, int]]) -> list[str]:
+    for job, (name, batch, epochs) in enumerate(runs):
+        overrides = [f"dataset={name}", f"dataset.batch_size={batch}", f"+e={epochs}"]
+        write_run(root / str(job), overrides, config=_config(name, batch, epochs))
+    return run_settings(find_runs(root))
+
+
+def test_settings_that_differ_in_one_value_share_one_text(tmp_path: Path) -> None:
+    fmnist = "fashion_mnist"
+    settings = _settings(tmp_path / "a", [(fmnist, 32, 5), (fmnist, 64, 5), (fmnist, 128, 5)])
+    head = "Fashion-MNIST: 55,000 training images (5,000 held out for validation), 10,000 test "
+    assert settings == [head + "images, 5 epochs, batch 32/64/128, 96 px"]
+    assert _settings(tmp_path / "b", [(fmnist, 32, 1), (fmnist, 32, 10)]) == [
+        head + "images, 1/10 epochs, batch 32, 96 px"
     ]
+    # Two values differ: merged, the text would not say which goes with which.
+    assert _settings(tmp_path / "c", [(fmnist, 32, 1), (fmnist, 64, 5)]) == [
+        head + "images, 1 epoch, batch 32, 96 px",
+        head + "images, 5 epochs, batch 64, 96 px",
+    ]
+    # Another dataset is not a value of the same setting either.
+    settings = _settings(tmp_path / "d", [(fmnist, 32, 5), ("mnist", 32, 5)])
+    assert [s.split(":")[0] for s in settings] == ["Fashion-MNIST", "MNIST"]
+    runs = find_runs(tmp_path / "d")
     assert run_settings(runs[:1]) == [run_setting(runs[0])]
-    assert run_setting(runs[0]).endswith("1 epoch, batch 32, 96 px")
-    # Another dataset is not a value of the same setting: each keeps its own text.
-    write_run(root / "4", ["dataset=mnist"], config=_config("mnist", 32, 1))
-    assert [s.split(":")[0] for s in run_settings(find_runs(root))] == ["Fashion-MNIST", "MNIST"]
+
+
+def test_rows_of_different_experiments_are_named_by_the_experiment(tmp_path: Path) -> None:
+    # An item comparing two nets: the laptop protocol adds overrides to one sweep only.
+    root = sweep_dir(tmp_path)
+    laptop = ["laptop=true", "dataset.image_size=96", "model.fc_width=1024"]
+    write_run(root / "0", ["experiment=alexnet", *laptop, "seed=0"])
+    write_run(root / "1", ["experiment=alexnet", *laptop, "seed=1"])
+    write_run(root / "2", ["experiment=lenet", "seed=0"])
+    labels = [g.label for g in group_runs(find_runs(root))]
+    assert labels == ["experiment=alexnet", "experiment=lenet"]
+    # A key that varies within an experiment still labels the rows.
+    write_run(root / "3", ["experiment=alexnet", *laptop[:2], "model.fc_width=512", "seed=0"])
+    labels = [g.label for g in group_runs(find_runs(root))]
+    assert "experiment=alexnet fc_width=512" in labels, labels
 
 
 def test_gradient_norms_get_a_table_per_layer(tmp_path: Path) -> None:

@@ -164,11 +164,26 @@ def varying_keys(runs: Sequence[Run]) -> list[str]:
     keys: list[str] = []
     for run in runs:
         keys += [key for key in run.overrides if key not in keys]
-    return [
+    varying = [
         key
         for key in keys
         if key not in UNLABELLED_KEYS and len({run.overrides.get(key) for run in runs}) > 1
     ]
+    if "experiment" not in varying:
+        return varying
+    # Runs of different experiments (an item comparing AlexNet with LeNet) differ in whatever
+    # their Makefile sweeps add per net (a laptop protocol's image size and widths): the
+    # experiment names the row; a key labels it too only where it varies within an experiment.
+    return [
+        key for key in varying if key == "experiment" or _varies_within_an_experiment(runs, key)
+    ]
+
+
+def _varies_within_an_experiment(runs: Sequence[Run], key: str) -> bool:
+    values: dict[str | None, set[str | None]] = {}
+    for run in runs:
+        values.setdefault(run.overrides.get("experiment"), set()).add(run.overrides.get(key))
+    return any(len(v) > 1 for v in values.values())
 
 
 def common_overrides(runs: Sequence[Run]) -> list[str]:
@@ -378,28 +393,37 @@ def run_setting(run: Run) -> str:
 
 def run_settings(runs: Iterable[Run]) -> list[str]:
     """The distinct run_setting of the runs that recorded a config, first-seen order; runs whose
-    settings differ only in values share one text ("5/10 epochs", "batch 32/64"), as the
-    variants of an item that sweeps the epochs or the batch size do."""
-    groups: dict[tuple[Any, ...], list[list[SettingField]]] = {}
+    settings differ in one value only share one text ("5/10/20 epochs", "batch 32/64"), as the
+    variants of an item that sweeps the epochs or the batch size do. Settings that differ in
+    more (AlexNet at 96 px for 15 epochs beside LeNet at 28 px for 30) keep a text each: merged,
+    they would not say which value goes with which."""
+    settings: list[tuple[str, list[SettingField]]] = []
     for run in runs:
-        if not run.config:
-            continue
-        name, fields = _setting_fields(run)
-        shape = (name, *((a, b.rstrip("s")) for a, _, b in fields))  # "1 epoch" ~ "5 epochs"
-        if fields not in (group := groups.setdefault(shape, [])):
-            group.append(fields)
-    texts = []
-    for (name, *_), settings in groups.items():
-        merged = [
-            (
-                prefix,
-                "/".join(dict.fromkeys(fields[i][1] for fields in settings)),
-                max((fields[i][2] for fields in settings), key=len),
-            )
-            for i, (prefix, _, _) in enumerate(settings[0])
-        ]
-        texts.append(_setting_text(name, merged))
-    return texts
+        if run.config and (setting := _setting_fields(run)) not in settings:
+            settings.append(setting)
+    if len(settings) > 1 and (merged := _merge_one_value(settings)):
+        return [merged]
+    return [_setting_text(name, fields) for name, fields in settings]
+
+
+def _merge_one_value(settings: Sequence[tuple[str, list[SettingField]]]) -> str | None:
+    """One text for settings that differ in one field's value only, else None."""
+    name, first = settings[0]
+    if any(n != name or len(fields) != len(first) for n, fields in settings):
+        return None
+    differing = [i for i in range(len(first)) if len({f[i][1] for _, f in settings}) > 1]
+    if len(differing) != 1:
+        return None
+    i = differing[0]
+    prefix, _, suffix = first[i]
+    if any(
+        fields[i][0] != prefix or fields[i][2].rstrip("s") != suffix.rstrip("s")
+        for _, fields in settings
+    ):
+        return None  # not the same field: "1 epoch" and "5 epochs" are, "batch 32" and "32 px" not
+    values = "/".join(fields[i][1] for _, fields in settings)
+    suffix = max((fields[i][2] for _, fields in settings), key=len)  # "epochs" over "epoch"
+    return _setting_text(name, [*first[:i], (prefix, values, suffix), *first[i + 1 :]])
 
 
 def quick_note(runs: Sequence[Run]) -> str | None:
