@@ -122,14 +122,16 @@ QUICK_ALEXNET_SMALL ?= $(QUICK_ALEXNET)
 # SCALE=laptop adds LAPTOP_<family> (docs/ANSWERS.md, "Laptop scale": how each protocol was
 # chosen, and what it measured); a family without one (the 28 px nets) runs its course recipe.
 # One protocol per family, the same for all variants of an item: smaller images, narrower nets
-# (AlexNet, GoogLeNet, ResNet; the course's VGG-11 is narrow already), fewer images or epochs.
+# (AlexNet, GoogLeNet, ResNet; the course's VGG-11 has narrow convs already, but at 32 px its
+# 4096-wide FC layers are most of its FLOPs: 1024 here), fewer images or epochs.
 LAPTOP_ALEXNET_DATA ?= laptop=true dataset.image_size=96 trainer.max_epochs=5
 LAPTOP_ALEXNET ?= $(LAPTOP_ALEXNET_DATA) model.width_multiplier=0.5 model.fc_width=1024
 LAPTOP_ALEXNET_LONG ?= $(LAPTOP_ALEXNET) trainer.max_epochs=15
 # alexnet_small is the simplification under test: it keeps its own widths.
 LAPTOP_ALEXNET_SMALL ?= $(LAPTOP_ALEXNET_DATA)
 LAPTOP_ALEXNET28 ?= laptop=true trainer.max_epochs=5
-LAPTOP_VGG     ?= laptop=true dataset.image_size=32 dataset.train_subset=20000 dataset.val_size=2000
+LAPTOP_VGG     ?= laptop=true dataset.image_size=32 dataset.train_subset=20000 dataset.val_size=2000 \
+	model.fc_width=1024
 LAPTOP_VGG_IMAGE_SIZE ?= $(LAPTOP_VGG) dataset.image_size=64$(comma)32
 LAPTOP_GOOGLENET ?= laptop=true dataset.image_size=48 model.width_ratio=4 trainer.max_epochs=4
 LAPTOP_RESNET  ?= laptop=true dataset.image_size=32 model.width=16 trainer.max_epochs=5
@@ -250,8 +252,9 @@ vgg-image-size: data  ## VGG III: 224 vs 96 px input (QUICK=1: 64 vs 32 px)
 	s=0; $(call sweep,experiment=vgg_image_size,VGG_IMAGE_SIZE) \
 	$(report)
 
-vgg-depth: data  ## VGG IV: VGG-11 vs VGG-16 vs VGG-19
-	s=0; $(call sweep,experiment=vgg_depth,VGG) $(report)
+vgg-depth: data  ## VGG IV: VGG-11 vs VGG-16 vs VGG-19 (and VGG-19 with batch norm)
+	s=0; $(call sweep,experiment=vgg_depth,VGG) \
+	$(call sweep,experiment=vgg_depth model.arch=vgg19 model.batch_norm=true,VGG,bn) $(report)
 
 ##@ GoogLeNet (96 px: the full recipes need a GPU)
 googlenet: data  ## GoogLeNet: the course recipe (96 px, SGD lr 0.1, batch 128, 10 epochs)
