@@ -302,8 +302,10 @@ vanishing-gradient: data  ## Extra: sigmoid vs ReLU, gradient norm per layer
 alexnet-lrn: data  ## Extra: LRN none / inter-channel / intra-channel in AlexNet
 	s=0; $(call sweep,experiment=alexnet_lrn,ALEXNET) $(report)
 
-lenet-local: data  ## Extra: locally connected vs convolutional first layer
-	s=0; $(call sweep,experiment=lenet_local,28) $(report)
+lenet-local: data  ## Extra: locally connected vs convolutional first layer (and both with ReLU at lr 0.1)
+	s=0; $(call sweep,experiment=lenet_local,28) \
+	$(call sweep,experiment=lenet_local model.activation=relu optimizer.lr=0.1,28,relu-lr0.1) \
+	$(report)
 
 lenet-optimizers: data  ## Extra: SGD, momentum, Adagrad, RMSProp, Adam, L-BFGS on LeNet-5 (and SGD at the recipe's lr)
 	s=0; $(call sweep,experiment=lenet_optimizers,28) \

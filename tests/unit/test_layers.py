@@ -12,6 +12,7 @@ from cnnlab.models.layers import (
     IntraChannelLRN,
     LocallyConnected2d,
     conv_output_size,
+    init_weights,
     make_lrn,
 )
 
@@ -188,3 +189,16 @@ def test_locally_connected_shape_and_parameter_count() -> None:
 def test_locally_connected_rejects_a_window_larger_than_the_input() -> None:
     with pytest.raises(ValueError, match="does not fit"):
         LocallyConnected2d(1, 1, 3, 5)
+
+
+@pytest.mark.parametrize("scheme", ["xavier", "kaiming"])
+def test_locally_connected_layer_starts_at_the_convolutions_scale(scheme: str) -> None:
+    # Each position's filter bank has the convolution's fans; counted over the whole 3-D weight
+    # they made xavier's scale ~10x too small and the local LeNet did not learn at all.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 6, 5, padding=2), LocallyConnected2d(1, 6, 28, 5, padding=2))
+    init_weights(net, scheme)
+    conv_std, local_std = net[0].weight.std().item(), net[1].weight.std().item()
+    assert local_std == pytest.approx(conv_std, rel=0.1)
+    assert net[1].weight[0].std().item() == pytest.approx(conv_std, rel=0.25)
+    assert not net[1].bias.any()

@@ -75,10 +75,15 @@ def init_weights(module: nn.Module, scheme: str) -> None:
     fn = _choose("init", scheme, init)
     for m in module.modules():
         if isinstance(m, nn.Conv2d | nn.Linear | LocallyConnected2d):
-            if scheme == "kaiming":
-                fn(m.weight, nonlinearity="relu")
-            else:
-                fn(m.weight)
+            # A locally connected layer's 3-D weight would count every position into its fans
+            # (xavier: ~10x too small a scale for LeNet's first layer, which then does not
+            # learn): each position's filter bank is initialised as the convolution's weight.
+            banks = m.conv_shaped_banks() if isinstance(m, LocallyConnected2d) else [m.weight]
+            for weight in banks:
+                if scheme == "kaiming":
+                    fn(weight, nonlinearity="relu")
+                else:
+                    fn(weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
@@ -132,6 +137,14 @@ class LocallyConnected2d(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
+
+    def conv_shaped_banks(self) -> list[torch.Tensor]:
+        """One view per output position of its filter bank, shaped as the convolution's weight
+        (out_channels, in_channels, k, k), so that an init scheme sees the convolution's fans."""
+        positions, out_channels, fan_in = self.weight.shape
+        k = self.kernel_size
+        shaped = self.weight.detach().view(positions, out_channels, fan_in // k**2, k, k)
+        return list(shaped.unbind(0))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         patches = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)
