@@ -16,11 +16,13 @@ from cnnlab.runs.report import (
     curve_styles,
     curves_figure,
     find_runs,
+    findings,
     group_runs,
     parse_overrides,
     run_setting,
     run_settings,
     short_keys,
+    sort_groups,
 )
 
 
@@ -184,7 +186,7 @@ def test_settings_that_differ_in_one_value_share_one_text(tmp_path: Path) -> Non
     assert run_settings(runs[:1]) == [run_setting(runs[0])]
 
 
-def test_rows_of_different_experiments_are_named_by_the_experiment(tmp_path: Path) -> None:
+def test_rows_of_different_nets_are_named_by_the_experiment_and_model(tmp_path: Path) -> None:
     # An item comparing two nets: the laptop protocol adds overrides to one sweep only.
     root = sweep_dir(tmp_path)
     laptop = ["laptop=true", "dataset.image_size=96", "model.fc_width=1024"]
@@ -197,6 +199,18 @@ def test_rows_of_different_experiments_are_named_by_the_experiment(tmp_path: Pat
     write_run(root / "3", ["experiment=alexnet", *laptop[:2], "model.fc_width=512", "seed=0"])
     labels = [g.label for g in group_runs(find_runs(root))]
     assert "experiment=alexnet fc_width=512" in labels, labels
+    # So does the model: one experiment comparing two models, narrowed differently.
+    (tmp_path / "models").mkdir()
+    root = sweep_dir(tmp_path / "models")
+    write_run(root / "0", ["model=alexnet", "experiment=small", "model.fc_width=1024"])
+    write_run(root / "1", ["model=alexnet_small", "experiment=small"])
+    write_run(root / "2", ["experiment=alexnet28", "trainer.max_epochs=5"])
+    labels = [g.label for g in group_runs(find_runs(root))]
+    assert sorted(labels) == [
+        "experiment=alexnet28",
+        "model=alexnet experiment=small",
+        "model=alexnet_small experiment=small",
+    ]
 
 
 def test_gradient_norms_get_a_table_per_layer(tmp_path: Path) -> None:
@@ -299,6 +313,25 @@ def test_a_key_ending_that_two_differing_keys_share_stays_long() -> None:
         "trainer.max_epochs": "max_epochs",
         "model.pool": "pool",
     }
+    # A list element keeps its list's name: Optuna's conv widths are not "0=16 1=64".
+    assert short_keys(["optimizer.lr", "model.conv_channels.0", "model.conv_channels.1"]) == {
+        "optimizer.lr": "lr",
+        "model.conv_channels.0": "conv_channels.0",
+        "model.conv_channels.1": "conv_channels.1",
+    }
+
+
+def test_a_search_without_a_recipe_row_is_summed_up(tmp_path: Path) -> None:
+    root = sweep_dir(tmp_path)
+    for job in range(9):
+        write_run(root / str(job), [f"optimizer.lr={job + 1}"], test_acc=0.80 + job / 100)
+    lines = findings(sort_groups(group_runs(find_runs(root))))
+    assert lines == [
+        "Best test accuracy: `lr=9`, 0.8800.",
+        "The other 8 runs reached 0.8000 to 0.8700 (one seed each: the seeds' spread is unknown).",
+    ]
+    # With a recipe row, each variant is still compared with it.
+    assert len(findings(sort_groups(group_runs(find_runs(root))), "lr=1")) == 9
 
 
 def test_values_the_seeds_share_are_shown_once(tmp_path: Path) -> None:

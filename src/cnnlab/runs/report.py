@@ -45,6 +45,8 @@ DATASET_NAMES = {"fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}
 # Keys that never label a row: seed is what a group averages over; the resume switches say how
 # a run was started, not what it is.
 UNLABELLED_KEYS = ("seed", "resume", "resume_sweep", "ckpt_path")
+# The overrides that choose the net a run trains (Hydra config groups).
+SELECTOR_KEYS = ("experiment", "model")
 
 
 class ReportError(Exception):
@@ -169,20 +171,26 @@ def varying_keys(runs: Sequence[Run]) -> list[str]:
         for key in keys
         if key not in UNLABELLED_KEYS and len({run.overrides.get(key) for run in runs}) > 1
     ]
-    if "experiment" not in varying:
+    if not any(key in SELECTOR_KEYS for key in varying):
         return varying
-    # Runs of different experiments (an item comparing AlexNet with LeNet) differ in whatever
-    # their Makefile sweeps add per net (a laptop protocol's image size and widths): the
-    # experiment names the row; a key labels it too only where it varies within an experiment.
+    # Runs of different nets (an item comparing AlexNet with LeNet) differ in what their
+    # Makefile sweeps add to one net only (a laptop protocol's image size and widths): the
+    # experiment and model name the row. A key labels it too where every run sets it (what was
+    # swept) or where it varies between runs of one experiment and model.
     return [
-        key for key in varying if key == "experiment" or _varies_within_an_experiment(runs, key)
+        key
+        for key in varying
+        if key in SELECTOR_KEYS
+        or all(key in run.overrides for run in runs)
+        or _varies_within_a_net(runs, key)
     ]
 
 
-def _varies_within_an_experiment(runs: Sequence[Run], key: str) -> bool:
-    values: dict[str | None, set[str | None]] = {}
+def _varies_within_a_net(runs: Sequence[Run], key: str) -> bool:
+    values: dict[tuple[str | None, ...], set[str | None]] = {}
     for run in runs:
-        values.setdefault(run.overrides.get("experiment"), set()).add(run.overrides.get(key))
+        net = tuple(run.overrides.get(selector) for selector in SELECTOR_KEYS)
+        values.setdefault(net, set()).add(run.overrides.get(key))
     return any(len(v) > 1 for v in values.values())
 
 
@@ -511,6 +519,13 @@ def baseline_group(groups: Sequence[Group], baseline: str | None) -> Group | Non
     return next((g for g in groups if g.label == baseline), None)
 
 
+MAX_COMPARED = 6  # variants compared one by one with the best; more are summed up
+
+
+def _one_seed(groups: Sequence[Group]) -> bool:
+    return all(len(g.runs) == 1 for g in groups)
+
+
 def findings(groups: Sequence[Group], baseline: str | None = None) -> list[str]:
     """Sentences that state what the table measured: each variant's test accuracy against the
     baseline's (the group labelled ``baseline``; else the best), with whether the seeds resolve
@@ -533,9 +548,17 @@ def findings(groups: Sequence[Group], baseline: str | None = None) -> list[str]:
         lines.append(f"Best test accuracy: `{best.label}`.")
         reference = base if base is not None and trained(base) else best
         name = "the recipe" if reference is base else "the best"
-        for group in working:
-            if group is reference:
-                continue
+        others = [g for g in working if g is not reference]
+        if reference is best and len(others) > MAX_COMPARED:
+            # A search (Optuna's trials) has no recipe row: its spread says more than a list.
+            accs = [a[0] for g in others if (a := _acc(g))]
+            lines[-1] = f"Best test accuracy: `{best.label}`, {_fmt(_acc(best))}."
+            lines.append(
+                f"The other {len(others)} runs reached {min(accs):.4f} to {max(accs):.4f}"
+                + (" (one seed each: the seeds' spread is unknown)." if _one_seed(others) else ".")
+            )
+            others = []
+        for group in others:
             lines.append(
                 f"`{group.label}`: {_fmt(_acc(group))}, {compare(group, reference)} against "
                 f"{name} (`{reference.label}`, {_fmt(_acc(reference))})."

@@ -62,7 +62,8 @@ def short_value(value: str) -> str:
 
 def short_keys(keys: list[str]) -> dict[str, str]:
     """Each dotted key by its shortest ending that no other of ``keys`` shares:
-    ``optimizer.lr`` -> ``lr``, but ``model.dropout`` and ``dataset.dropout`` stay whole."""
+    ``optimizer.lr`` -> ``lr``, but ``model.dropout`` and ``dataset.dropout`` stay whole. An
+    ending never starts at a list index: ``model.conv_channels.0`` -> ``conv_channels.0``."""
 
     def ending(key: str, n: int) -> str:
         return ".".join(key.split(".")[-n:])
@@ -70,8 +71,9 @@ def short_keys(keys: list[str]) -> dict[str, str]:
     short = {}
     for key in keys:
         n = 1
-        while n < key.count(".") + 1 and any(
-            ending(other, n) == ending(key, n) for other in keys if other != key
+        while n < key.count(".") + 1 and (
+            ending(key, n).split(".")[0].isdigit()
+            or any(ending(other, n) == ending(key, n) for other in keys if other != key)
         ):
             n += 1
         short[key] = ending(key, n)
